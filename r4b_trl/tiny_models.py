@@ -1,0 +1,268 @@
+"""Offline tiny random-weight models for tests and smoke runs.
+
+    python -m r4b_trl.tiny_models --out DIR --kind text|vision
+
+* ``text``: a Qwen3 causal LM (2 layers, hidden 64) with a byte-level BPE tokenizer trained here with
+  ``tokenizers`` (Qwen2-style pre-tokenisation, so ``\\n`` and ``\\n\\n`` are distinct tokens), ``<think>`` and
+  ``</think>`` as single *non-special* tokens, and the official Qwen3 chat template.
+* ``vision``: a Qwen2.5-VL image-text-to-text model (vision depth 2, hidden 32; text hidden 64) with a PIL image
+  processor, the same tokenizer and r4b-trl's default (R-4B-style) chat template.
+
+Everything is built from code: no network, no Hub. Weights are saved as safetensors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+THINK_TOKENS = ["<think>", "</think>"]
+# Qwen2's pre-tokeniser regex: digits are split one by one, runs of newlines are one pre-token.
+QWEN2_PRETOKENIZE_REGEX = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+
+
+def _corpus() -> list[str]:
+    """A small built-in training corpus: chat markup, math words and LaTeX, digits, newlines."""
+    import random
+
+    rng = random.Random(0)
+    words = (
+        "the answer is what how many total sum product of and to a an in on with step first then so therefore "
+        "let we need compute find solve equation value image shows question final number each more less than "
+        "add subtract multiply divide equals result check think reasoning because since which is are was "
+        "Got it let's look at this carefully option choose correct A B C D x y z n k fraction square root"
+    ).split()
+    latex = ["\\boxed{", "\\frac{", "\\sqrt{", "}", "{", "^2", "\\cdot", "\\times", "$", "(", ")", "=", "+", "-", "*", "/"]
+    lines = []
+    for _ in range(3000):
+        parts = []
+        for _ in range(rng.randint(3, 12)):
+            r = rng.random()
+            if r < 0.5:
+                parts.append(rng.choice(words))
+            elif r < 0.75:
+                parts.append(str(rng.randint(0, 999)))
+            else:
+                parts.append(rng.choice(latex))
+        sep = rng.choice(["\n", "\n\n", " ", " ", " "])
+        lines.append(" ".join(parts) + sep)
+    chat = "<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\nThe answer is 5.<|im_end|>\n"
+    return lines + [chat] * 50
+
+
+def build_tokenizer(vocab_size: int = 512):
+    """A byte-level BPE tokenizer trained on :func:`_corpus`, wrapped for transformers."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
+    tk.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tk.train_from_iterator(_corpus(), trainer=trainer)
+    tk.add_tokens([AddedToken(t, special=False, normalized=False) for t in THINK_TOKENS])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        padding_side="left",
+        model_max_length=4096,
+        extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
+                               "vision_bos_token": "<|vision_start|>", "vision_eos_token": "<|vision_end|>"},
+    )
+    return tokenizer
+
+
+def _round_up(n: int, k: int = 64) -> int:
+    return ((n + k - 1) // k) * k
+
+
+def build_text_model(out: str | os.PathLike, hidden_size: int = 64, num_layers: int = 2, seed: int = 0) -> Path:
+    import torch
+    from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
+
+    from r4b_trl.chat_templates import qwen3_chat_template
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer()
+    tok.chat_template = qwen3_chat_template()
+    torch.manual_seed(seed)
+    cfg = Qwen3Config(
+        vocab_size=_round_up(len(tok)),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=hidden_size // 4,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tok.pad_token_id,
+    )
+    model = Qwen3ForCausalLM(cfg)
+    model.generation_config = GenerationConfig(
+        eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id, bos_token_id=None, do_sample=True,
+        temperature=1.0,
+    )
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    _write_readme(out, "text", model)
+    return out
+
+
+def _image_only_processor_classes():
+    """Processor subclasses that need no video processor (and so no torchvision)."""
+    from transformers import Qwen2_5_VLProcessor
+
+    class Qwen2_5_VLImageOnlyProcessor(Qwen2_5_VLProcessor):
+        """Qwen2.5-VL's processor without its video half. transformers 5 builds every video processor with
+        torchvision; r4b-trl's CPU environment has none (PyPI's torchvision wheels are CUDA builds)."""
+
+        @classmethod
+        def get_attributes(cls):
+            return ["image_processor", "tokenizer"]
+
+        def __init__(self, image_processor=None, tokenizer=None, video_processor=None, chat_template=None, **kw):
+            super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kw)
+
+    return {"Qwen2_5_VLImageOnlyProcessor": Qwen2_5_VLImageOnlyProcessor}
+
+
+_REGISTERED: dict = {}
+
+
+def register_image_only_processors() -> dict:
+    """Register the image-only processor classes with ``AutoProcessor`` (idempotent)."""
+    if _REGISTERED:
+        return _REGISTERED
+    from transformers import AutoProcessor, Qwen2_5_VLConfig
+
+    classes = _image_only_processor_classes()
+    AutoProcessor.register(Qwen2_5_VLConfig, classes["Qwen2_5_VLImageOnlyProcessor"], exist_ok=True)
+    import transformers
+
+    # AutoProcessor resolves `processor_class` from processor_config.json by name through the transformers module.
+    for name, cls in classes.items():
+        setattr(transformers, name, cls)
+    _REGISTERED.update(classes)
+    return _REGISTERED
+
+
+def build_vision_model(out: str | os.PathLike, seed: int = 0) -> Path:
+    import torch
+    from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from r4b_trl.chat_templates import DEFAULT_CHAT_TEMPLATE
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer()
+    ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    torch.manual_seed(seed)
+    hidden = 64
+    cfg = Qwen2_5_VLConfig(
+        text_config=dict(
+            vocab_size=_round_up(len(tok)),
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=4096,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 3, 3]},
+            bos_token_id=None,
+            eos_token_id=ids["<|im_end|>"],
+            pad_token_id=ids["<|endoftext|>"],
+            tie_word_embeddings=True,
+        ),
+        vision_config=dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            out_hidden_size=hidden,
+            window_size=56,
+            fullatt_block_indexes=[1],
+        ),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+    model = Qwen2_5_VLForConditionalGeneration(cfg)
+    model.generation_config = GenerationConfig(
+        eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], bos_token_id=None, do_sample=True,
+        temperature=1.0,
+    )
+    model.save_pretrained(out, safe_serialization=True)
+    # A tiny pixel budget: small images become 1-4 image tokens.
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=28 * 28 * 4, patch_size=14,
+                                               temporal_patch_size=2, merge_size=2)
+    processor_cls = register_image_only_processors()["Qwen2_5_VLImageOnlyProcessor"]
+    processor = processor_cls(image_processor=image_processor, tokenizer=tok, chat_template=DEFAULT_CHAT_TEMPLATE)
+    processor.save_pretrained(out)
+    tok.chat_template = DEFAULT_CHAT_TEMPLATE
+    tok.save_pretrained(out)
+    _write_readme(out, "vision", model)
+    return out
+
+
+def _write_readme(out: Path, kind: str, model) -> None:
+    n = sum(p.numel() for p in model.parameters())
+    (out / "README.md").write_text(
+        f"# tiny r4b-trl {kind} model\n\nRandom weights ({n:,} parameters), built offline by "
+        f"`python -m r4b_trl.tiny_models --kind {kind}`. For tests and smoke runs only.\n"
+    )
+    (out / "r4b_tiny.json").write_text(json.dumps({"kind": kind, "parameters": n}))
+
+
+def build(out: str | os.PathLike, kind: str = "text") -> Path:
+    if kind == "text":
+        return build_text_model(out)
+    if kind == "vision":
+        return build_vision_model(out)
+    raise ValueError(f"--kind must be 'text' or 'vision', not {kind!r}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="directory to write the model to")
+    parser.add_argument("--kind", choices=["text", "vision"], default="text")
+    args = parser.parse_args(argv)
+    path = build(args.out, args.kind)
+    print(f"wrote a tiny {args.kind} model to {path}")
+
+
+if __name__ == "__main__":
+    main()
