@@ -1,0 +1,88 @@
+"""Loading models and their tokenizer / processor the same way in every stage.
+
+* ``trust_remote_code`` is off unless the caller (a config) turns it on.
+* Vision-language models are detected from their config (a ``vision_config``) and loaded with
+  ``AutoModelForImageTextToText`` + ``AutoProcessor``; text models with ``AutoModelForCausalLM`` + ``AutoTokenizer``.
+* A model without a chat template gets r4b-trl's default (ChatML + R-4B ``thinking_mode``).
+* An optional LoRA adapter is loaded on top (peft).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .chat_templates import DEFAULT_CHAT_TEMPLATE
+from .modes import chat_template_of
+
+
+def is_vision_config(config) -> bool:
+    return getattr(config, "vision_config", None) is not None
+
+
+def load_config(name_or_path: str, trust_remote_code: bool = False, revision: str | None = None):
+    from transformers import AutoConfig
+
+    import r4b_trl  # noqa: F401  (registers the image-only processors)
+
+    return AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, revision=revision)
+
+
+def load_processing_class(name_or_path: str, trust_remote_code: bool = False, revision: str | None = None,
+                          vision: bool | None = None, padding_side: str = "left"):
+    """The tokenizer (text models) or processor (VLMs), with a chat template and left padding for generation."""
+    from transformers import AutoProcessor, AutoTokenizer
+
+    if vision is None:
+        vision = is_vision_config(load_config(name_or_path, trust_remote_code, revision))
+    cls = AutoProcessor if vision else AutoTokenizer
+    pc = cls.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, revision=revision)
+    tok = getattr(pc, "tokenizer", pc)
+    tok.padding_side = padding_side
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if not chat_template_of(pc):
+        pc.chat_template = DEFAULT_CHAT_TEMPLATE
+        if tok is not pc:
+            tok.chat_template = DEFAULT_CHAT_TEMPLATE
+    return pc
+
+
+def resolve_dtype(dtype: Any):
+    import torch
+
+    if dtype in (None, "auto"):
+        return "auto"
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    return getattr(torch, str(dtype))
+
+
+def load_model(name_or_path: str, trust_remote_code: bool = False, revision: str | None = None,
+               dtype: Any = "auto", device_map: Any = None, adapter: str | None = None,
+               attn_implementation: str | None = None, **kwargs):
+    """Load a causal LM or an image-text-to-text model (by its config), optionally with a LoRA adapter."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    config = load_config(name_or_path, trust_remote_code, revision)
+    cls = AutoModelForImageTextToText if is_vision_config(config) else AutoModelForCausalLM
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    model = cls.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, revision=revision,
+                                dtype=resolve_dtype(dtype), device_map=device_map, **kwargs)
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+    return model
+
+
+def load_model_and_processing_class(name_or_path: str, **kwargs):
+    pc_kwargs = {k: kwargs[k] for k in ("trust_remote_code", "revision") if k in kwargs}
+    model = load_model(name_or_path, **kwargs)
+    pc = load_processing_class(name_or_path, vision=is_vision_config(model.config), **pc_kwargs)
+    return model, pc
+
+
+def is_local_path(name_or_path: str) -> bool:
+    return os.path.isdir(name_or_path)
