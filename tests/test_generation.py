@@ -76,3 +76,17 @@ def test_images_are_decoded_or_named(tmp_path, red_image):
     with pytest.raises(DataError, match="row 7, column 'image'"):
         images_of({"image": "bad.png"}, "image", tmp_path, where="row 7")
     assert images_of({"image": None}, "image") == []
+
+
+def test_validate_question_rows_names_row_and_column(tmp_path):
+    from r4b_trl.data.formats import QuestionColumns, to_prompt_row, validate_question_rows
+
+    rows = [{"q": "1+1?", "a": "2"}, {"q": "  ", "a": "3"}, {"q": "x", "a": ""}]
+    cols = QuestionColumns(question="q", answer="a")
+    with pytest.raises(DataError, match=r"row 1: the question column 'q' is empty; row 2: the answer column 'a'"):
+        validate_question_rows(rows, cols)
+    with pytest.raises(DataError, match="answer column 'answer' is not in the data"):
+        validate_question_rows(rows, QuestionColumns(question="q"))
+    validate_question_rows(rows[:1], cols)
+    assert to_prompt_row(rows[0], 0, cols) == {
+        "prompt": [{"role": "user", "content": "1+1?"}], "prompt_id": "0", "solution": "2"}
