@@ -39,6 +39,8 @@ __all__ = [
     "with_prefix",
     "ensure_prefix_hook",
     "chat_template_of",
+    "DecisionTokens",
+    "decision_tokens",
 ]
 
 
@@ -415,3 +417,63 @@ def count_modes(texts: Iterable[str], prefixes: ModePrefixes | None = None) -> d
         counts[parse_response(t, prefixes).mode] += 1
     return counts
 
+
+
+@dataclass(frozen=True)
+class DecisionTokens:
+    """Where the auto-mode decision falls for a tokenizer and a prefix set.
+
+    In auto mode the assistant turn is pre-filled with the auto prefix (``<think>``) and the model's next token(s)
+    choose the mode. ``position`` is the index (in the token ids of the forced prefixes, rendered after the
+    assistant header) of the first token where the thinking and non-thinking prefixes differ. A mode's decision
+    token is *in its prefix* when its prefix is longer than ``position``: then BPO's forced prefix (part of the
+    prompt, never trained) holds the decision, and the gate is not trained directly for that mode. Otherwise the
+    decision falls on the first *generated* token, which BPO trains.
+    """
+
+    position: int
+    thinking_ids: tuple
+    non_thinking_ids: tuple
+    thinking_token: str | None
+    non_thinking_token: str | None
+
+    @property
+    def thinking_in_prefix(self) -> bool:
+        return len(self.thinking_ids) > self.position
+
+    @property
+    def non_thinking_in_prefix(self) -> bool:
+        return len(self.non_thinking_ids) > self.position
+
+    def describe(self) -> str:
+        def one(name, ids, tok, inside):
+            where = "inside the forced prefix (never trained by BPO)" if inside else "the first generated token (trained)"
+            return f"{name}: decision token {tok!r} at position {self.position} is {where}"
+
+        return "; ".join([
+            one("thinking", self.thinking_ids, self.thinking_token, self.thinking_in_prefix),
+            one("non_thinking", self.non_thinking_ids, self.non_thinking_token, self.non_thinking_in_prefix),
+        ])
+
+
+def decision_tokens(tokenizer, prefixes: ModePrefixes | None = None, context: str = "<|im_start|>assistant\n") -> DecisionTokens:
+    """Compute :class:`DecisionTokens` for the actual tokenizer (prefixes tokenized in context after ``context``)."""
+    p = prefixes or PREFIX_FAMILIES["default"]
+    tok = getattr(tokenizer, "tokenizer", tokenizer)
+    base = tok.encode(context, add_special_tokens=False)
+
+    def ids_of(prefix):
+        full = tok.encode(context + prefix, add_special_tokens=False)
+        if full[: len(base)] != base:  # the prefix merged with the context: fall back to the prefix alone
+            return tuple(tok.encode(prefix, add_special_tokens=False))
+        return tuple(full[len(base):])
+
+    t_ids, n_ids = ids_of(p.thinking), ids_of(p.non_thinking)
+    pos = 0
+    while pos < min(len(t_ids), len(n_ids)) and t_ids[pos] == n_ids[pos]:
+        pos += 1
+
+    def name(ids):
+        return tok.convert_ids_to_tokens(ids[pos]) if len(ids) > pos else None
+
+    return DecisionTokens(pos, t_ids, n_ids, name(t_ids), name(n_ids))

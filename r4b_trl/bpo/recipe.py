@@ -1,0 +1,116 @@
+"""What ``recipes/bpo.py`` runs: script arguments, dataset preparation and the training entry point."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+from ..data.formats import QuestionColumns, to_prompt_row, validate_question_rows
+from ..data.io import load_table
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BPOScriptArguments:
+    """Dataset options for BPO. Rows are *question rows*: a question, optional image(s), a reference answer."""
+
+    dataset_name: str = field(default=None, metadata={"help": "Hub dataset id or local JSONL/Parquet file or folder."})
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config name."})
+    dataset_train_split: str = field(default="train", metadata={"help": "Training split."})
+    dataset_test_split: str | None = field(default=None, metadata={"help": "Eval split (optional)."})
+    question_column: str = field(default="question", metadata={"help": "Column with the question text."})
+    answer_column: str = field(default="answer", metadata={"help": "Column with the reference answer."})
+    image_column: str | None = field(default=None, metadata={"help": "Column with image(s) (path, bytes or PIL)."})
+    kind_column: str | None = field(default=None, metadata={"help": "Column with the answer kind (math|choice|exact)."})
+    id_column: str | None = field(default=None, metadata={"help": "Column with a stable row id (default: row index)."})
+    group_column: str | None = field(default=None, metadata={"help": "Column to break probe metrics down by."})
+    system_prompt: str | None = field(default=None, metadata={"help": "Optional system message."})
+    image_base_dir: str | None = field(default=None, metadata={"help": "Base folder for relative image paths."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
+    probe_dataset_name: str | None = field(default=None, metadata={"help": "Probe data (default: dataset_name)."})
+    probe_split: str | None = field(default=None, metadata={"help": "Probe split; unset = no auto-mode probe."})
+    probe_size: int = field(default=64, metadata={"help": "Probe rows (the first N of the probe split)."})
+
+    def columns(self) -> QuestionColumns:
+        return QuestionColumns(question=self.question_column, answer=self.answer_column, image=self.image_column,
+                               kind=self.kind_column, id=self.id_column, group=self.group_column,
+                               system_prompt=self.system_prompt, image_base_dir=self.image_base_dir)
+
+
+def _split(script_args: BPOScriptArguments, name: str | None, split: str):
+    source = name or script_args.dataset_name
+    if source is None:
+        raise ValueError("Set dataset_name (a Hub dataset id or a local JSONL/Parquet path).")
+    if os.path.exists(source) and os.path.isdir(source) and os.path.exists(os.path.join(source, split)):
+        return load_table(os.path.join(source, split)), f"{source}/{split}"
+    if os.path.exists(source) and not os.path.isdir(source) and split != script_args.dataset_train_split:
+        # A single local file serves one split; a second split must be another file.
+        raise ValueError(f"{source} is a single file; give the {split!r} split as its own file.")
+    return load_table(source, split=split, name=script_args.dataset_config), f"{source}[{split}]"
+
+
+def prepare_split(script_args: BPOScriptArguments, name: str | None, split: str, limit: int | None = None):
+    """Load a split, validate every row (naming bad rows) and convert to TRL's conversational prompt form."""
+    ds, label = _split(script_args, name, split)
+    if limit is not None:
+        ds = ds.select(range(min(limit, len(ds))))
+    cols = script_args.columns()
+    validate_question_rows(ds, cols, source=label, need_answer=True, check_images=cols.image is not None)
+    return ds.map(lambda row, idx: to_prompt_row(row, idx, cols), with_indices=True, remove_columns=ds.column_names)
+
+
+def prepare_datasets(script_args: BPOScriptArguments):
+    train = prepare_split(script_args, None, script_args.dataset_train_split, script_args.max_train_samples)
+    evald = prepare_split(script_args, None, script_args.dataset_test_split) if script_args.dataset_test_split else None
+    probe = None
+    if script_args.probe_split:
+        probe = prepare_split(script_args, script_args.probe_dataset_name, script_args.probe_split, script_args.probe_size)
+    return train, evald, probe
+
+
+def main(script_args: BPOScriptArguments, training_args, model_args) -> None:
+    """Validate everything cheap first (tokenizer, template, data), then load the model and train."""
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import get_kbit_device_map, get_peft_config, get_quantization_config
+
+    from ..models import load_model, load_processing_class
+    from ..rewards import accuracy_reward
+    from .trainer import BPOTrainer, prefixes_from_args, validate_processing_class
+
+    name = model_args.model_name_or_path
+    processing_class = load_processing_class(name, trust_remote_code=model_args.trust_remote_code,
+                                             revision=model_args.model_revision)
+    validate_processing_class(processing_class, prefixes_from_args(training_args), training_args.chat_template_kwargs)
+    train, evald, probe = prepare_datasets(script_args)
+
+    quantization_config = get_quantization_config(model_args)
+    model = load_model(
+        name, trust_remote_code=model_args.trust_remote_code, revision=model_args.model_revision,
+        dtype=model_args.dtype, attn_implementation=model_args.attn_implementation,
+        device_map=get_kbit_device_map() if quantization_config is not None else None,
+        quantization_config=quantization_config,
+    )
+    trainer = BPOTrainer(model=model, reward_funcs=[accuracy_reward], args=training_args, train_dataset=train,
+                         eval_dataset=evald, processing_class=processing_class, probe_dataset=probe,
+                         peft_config=get_peft_config(model_args))
+    resume = training_args.resume_from_checkpoint
+    if resume is None and os.path.isdir(training_args.output_dir):
+        resume = get_last_checkpoint(training_args.output_dir)
+        if resume:
+            logger.info("Resuming from the last checkpoint in output_dir: %s", resume)
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(training_args.output_dir)
+    _write_card(trainer, script_args, training_args, model_args)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+
+
+def _write_card(trainer, script_args, training_args, model_args) -> None:
+    try:
+        from ..model_card import card_from_training
+    except ImportError:  # model cards land with the evaluation module
+        return
+    if trainer.accelerator.is_main_process:
+        card_from_training(training_args.output_dir, script_args, training_args, model_args, stage="bpo")
