@@ -160,3 +160,24 @@ def prefix_ids(tokenizer, prefix: str):
 
 def torch_threads(n=1):
     torch.set_num_threads(n)
+
+
+class ScriptedLLM(FakeLLM):
+    """A colocate engine whose completion depends on the forced pre-fill it sees: a closed thinking trace for
+    thinking prompts, a plain answer for non-thinking prompts."""
+
+    def __init__(self, tokenizer, eos_id, think_text="2+2=4\n</think>\n\n4", nothink_text="4"):
+        super().__init__(eos_id)
+        self.tok = getattr(tokenizer, "tokenizer", tokenizer)
+        self.think_ids = self.tok.encode(think_text, add_special_tokens=False) + [eos_id]
+        self.nothink_ids = self.tok.encode(nothink_text, add_special_tokens=False) + [eos_id]
+        self.close_id = self.tok.convert_tokens_to_ids("</think>")
+
+    def generate(self, prompts, sampling_params=None, use_tqdm=False):
+        outs = []
+        for p in prompts:
+            ids = list(p["prompt_token_ids"])
+            toks = self.nothink_ids if self.close_id in ids[-3:] else self.think_ids
+            outs.append(SimpleNamespace(prompt_token_ids=ids, outputs=[
+                SimpleNamespace(token_ids=toks, logprobs=[{t: _Logprob(-0.5)} for t in toks])]))
+        return outs

@@ -299,3 +299,47 @@ def test_decision_tokens_for_bpe_and_char_tokenizers(text_tokenizer):
     assert d.position == 1 and d.thinking_in_prefix and d.non_thinking_in_prefix
     assert text_tokenizer.convert_tokens_to_string([d.thinking_token]) == "\n"
     assert text_tokenizer.convert_tokens_to_string([d.non_thinking_token]) == "\n\n"
+
+
+def test_thinking_cost_mask_rules():
+    from r4b_trl.bpo.telemetry import thinking_cost_mask
+
+    modes = ["thinking", "thinking", "non_thinking", "non_thinking"] * 3
+    correct = [True, False, True, False,   # a non-thinking answer is right: only the correct thinking one pays
+               True, True, False, False,   # only thinking is right (a hard item): nobody pays
+               False, False, True, True]   # thinking is wrong: wrong answers never pay
+    assert thinking_cost_mask(modes, correct, 4) == [True, False, False, False] + [False] * 8
+
+
+def test_thinking_cost_in_training(tiny_text_model, text_tokenizer, tmp_path, monkeypatch):
+    from bpo_helpers import ScriptedLLM
+
+    def accuracy_reward(completions, forced_mode, prompt_id, **kw):
+        # p0-p3: both modes right (easy); p4-p7: only thinking right (hard).
+        return [1.0 if (fm == "thinking" or int(pid[1:]) < 4) else 0.0 for fm, pid in zip(forced_mode, prompt_id)]
+
+    args = bpo_args(tmp_path, per_device_train_batch_size=8, max_steps=2, thinking_cost=0.25, shuffle_dataset=False)
+    trainer = _trainer(tiny_text_model, text_tokenizer, args, text_rows())
+    trainer.reward_funcs = [accuracy_reward]
+    trainer.reward_func_names = ["accuracy_reward"]
+    install_fake_vllm(trainer, "colocate", monkeypatch)
+    eos = text_tokenizer.convert_tokens_to_ids("<|im_end|>")
+    trainer.vllm_generation.llm = ScriptedLLM(text_tokenizer, eos)
+    trainer.train()
+    dump = read_dump(args.output_dir)
+    assert {r["mode"] for r in dump} == {"thinking", "non_thinking"}
+    for r in dump:
+        easy = int(r["prompt_id"][1:]) < 4
+        if r["forced_mode"] == "thinking":
+            assert r["reward"] == pytest.approx(0.75 if easy else 1.0)
+        else:
+            assert r["reward"] == pytest.approx(1.0 if easy else 0.0)
+    _recompute_advantages(dump)
+    easy_think_adv = [r["advantage"] for r in dump if r["forced_mode"] == "thinking" and int(r["prompt_id"][1:]) < 4]
+    hard_think_adv = [r["advantage"] for r in dump if r["forced_mode"] == "thinking" and int(r["prompt_id"][1:]) >= 4]
+    assert all(a < 0 for a in easy_think_adv) and all(a > 0 for a in hard_think_adv)
+
+
+def test_thinking_cost_bounds(tmp_path):
+    with pytest.raises(ValueError, match=r"thinking_cost=1.0 must be in \[0, 1\)"):
+        bpo_args(tmp_path, thinking_cost=1.0)

@@ -34,6 +34,9 @@ class BPOConfig(GRPOConfig):
     prefix_family: str = field(default="qwen3", metadata={"help": f"Prefix strings: one of {sorted(PREFIX_FAMILIES)}."})
     mode_prefixes: dict | None = field(default=None, metadata={"help": "Override the prefixes: keys open_tag, "
                                                                        "close_tag, auto, thinking, non_thinking."})
+    thinking_cost: float = field(default=0.0, metadata={"help": "Opt-in cost c in [0, 1) for needless thinking: in a "
+        "group where some non-thinking answer is correct, every correct thinking answer scores 1 - c. Never touches "
+        "wrong answers or groups where only thinking is right. 0 = the paper's correctness-only reward."})
     # Auto-mode probe
     probe_steps: int = field(default=0, metadata={"help": "Run the auto-mode probe every N steps (0 = off)."})
     probe_max_new_tokens: int | None = field(default=None, metadata={"help": "Probe generation limit "
@@ -70,6 +73,9 @@ class BPOConfig(GRPOConfig):
                     f"BPO: thinking_fraction={self.thinking_fraction} with num_generations={G} leaves a mode with no "
                     "rollouts (each group needs at least one thinking and one non-thinking rollout)."
                 )
+        if not 0.0 <= self.thinking_cost < 1.0:
+            raise ValueError(f"BPO: thinking_cost={self.thinking_cost} must be in [0, 1) so that a correct thinking "
+                             "answer still beats a wrong one.")
         if self.probe_steps < 0 or self.dump_steps < 1 or self.collapse_patience < 1:
             raise ValueError("BPO: probe_steps must be >= 0, dump_steps >= 1 and collapse_patience >= 1.")
         if not 0 <= self.collapse_low < self.collapse_high <= 1:

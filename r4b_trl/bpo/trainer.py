@@ -44,7 +44,15 @@ from ..modes import (
     with_prefix,
 )
 from .config import BPOConfig
-from .telemetry import ProbeHistory, RolloutDump, RolloutRecord, collapse_state, probe_summary, step_metrics
+from .telemetry import (
+    ProbeHistory,
+    RolloutDump,
+    RolloutRecord,
+    collapse_state,
+    probe_summary,
+    step_metrics,
+    thinking_cost_mask,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -247,18 +255,27 @@ class BPOTrainer(GRPOTrainer):
             local.append((str(x.get("prompt_id")), x.get("forced_mode", "auto"), x.get("forced_prefix", ""), text,
                           len(ids), not (ids and ids[-1] in self._eos_ids)))
         gathered = gather_object(local)
+        modes = [parse_response(prefix + text, self.prefixes).mode for (_, _, prefix, text, _, _) in gathered]
+        names = self.reward_func_names
+        acc_col = names.index("accuracy_reward") if "accuracy_reward" in names else None
+        if self.args.thinking_cost > 0:
+            col = 0 if acc_col is None else acc_col
+            correct = [bool(v >= 1.0 - 1e-6) for v in rewards_per_func[:, col].tolist()]
+            pay = thinking_cost_mask(modes, correct, self._group_size())
+            if any(pay):
+                rewards_per_func[torch.tensor(pay, device=rewards_per_func.device), col] -= self.args.thinking_cost
+            mode_key = "train" if self.model.training else "eval"
+            self._metrics[mode_key]["bpo/thinking_cost_applied"].append(sum(pay) / max(len(pay), 1))
         weights = self.reward_weights.to(rewards_per_func.device)
         total = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1)
         total[torch.isnan(rewards_per_func).all(dim=1)] = float("nan")
-        acc_col = self.reward_func_names.index("accuracy_reward") if "accuracy_reward" in self.reward_func_names else None
         records = []
         for j, (pid, fmode, prefix, text, ntok, trunc) in enumerate(gathered):
             acc = None
             if acc_col is not None:
                 v = rewards_per_func[j, acc_col].item()
-                acc = None if math.isnan(v) else v
-            records.append(RolloutRecord(pid, fmode, parse_response(prefix + text, self.prefixes).mode,
-                                         total[j].item(), acc, ntok, trunc, text))
+                acc = None if math.isnan(v) else float(v >= 1.0 - 1e-6 - self.args.thinking_cost)
+            records.append(RolloutRecord(pid, fmode, modes[j], total[j].item(), acc, ntok, trunc, text))
         self._records = records
         return rewards_per_func
 
