@@ -343,3 +343,38 @@ def test_thinking_cost_in_training(tiny_text_model, text_tokenizer, tmp_path, mo
 def test_thinking_cost_bounds(tmp_path):
     with pytest.raises(ValueError, match=r"thinking_cost=1.0 must be in \[0, 1\)"):
         bpo_args(tmp_path, thinking_cost=1.0)
+
+
+@pytest.mark.parametrize("backend", ["transformers", "server", "colocate"])
+@pytest.mark.parametrize("vision", [False, True])
+def test_train_mode_token(tiny_text_model, tiny_vision_model, text_tokenizer, vision_processor, red_image, tmp_path,
+                          monkeypatch, backend, vision):
+    """The forced decision token moves into the completion (trained); its old log-prob is log(mode share)."""
+    pc = vision_processor if vision else text_tokenizer
+    tok = getattr(pc, "tokenizer", pc)
+    args = bpo_args(tmp_path, per_device_train_batch_size=8, max_steps=1, train_mode_token=True,
+                    num_generations=4, thinking_fraction=0.25)
+    trainer = _trainer(tiny_vision_model if vision else tiny_text_model, pc, args,
+                       vision_rows(red_image) if vision else text_rows(), vision=vision)
+    if backend != "transformers":
+        install_fake_vllm(trainer, backend, monkeypatch)
+    trainer.train()
+    buf = trainer._buffered_inputs[0]
+    think_open = tok.convert_tokens_to_ids("<think>")
+    nl, nlnl = prefix_ids(pc, THINK)[1], prefix_ids(pc, NO_THINK)[1]
+    close = tok.convert_tokens_to_ids("</think>")
+    seen = Counter()
+    for i in range(buf["completion_ids"].shape[0]):
+        prompt = buf["prompt_ids"][i][buf["prompt_mask"][i].bool()].tolist()
+        comp = buf["completion_ids"][i].tolist()
+        assert prompt[-1] == think_open  # only the auto part of the prefix stays in the prompt
+        assert buf["old_per_token_logps"][i, 0].item() == pytest.approx(
+            math.log(0.25) if comp[0] == nl else math.log(0.75), abs=1e-6)
+        if comp[0] == nl:
+            seen["thinking"] += 1
+            assert buf["tool_mask"][i, 0].item() == 1
+        else:
+            assert comp[:3] == [nlnl, close, nlnl]
+            assert buf["tool_mask"][i, :3].tolist() == [1, 0, 0]  # decision trained, forced rest not
+            seen["non_thinking"] += 1
+    assert seen == {"thinking": 2, "non_thinking": 6}

@@ -34,6 +34,9 @@ class BPOConfig(GRPOConfig):
     prefix_family: str = field(default="qwen3", metadata={"help": f"Prefix strings: one of {sorted(PREFIX_FAMILIES)}."})
     mode_prefixes: dict | None = field(default=None, metadata={"help": "Override the prefixes: keys open_tag, "
                                                                        "close_tag, auto, thinking, non_thinking."})
+    train_mode_token: bool = field(default=False, metadata={"help": "Move the forced mode-decision token from the "
+        "prompt into the completion so it is trained, with the old log-probability of that token set to log(mode "
+        "share) (the behaviour policy's forcing; AdaptThink's importance correction)."})
     thinking_cost: float = field(default=0.0, metadata={"help": "Opt-in cost c in [0, 1) for needless thinking: in a "
         "group where some non-thinking answer is correct, every correct thinking answer scores 1 - c. Never touches "
         "wrong answers or groups where only thinking is right. 0 = the paper's correctness-only reward."})
@@ -73,6 +76,8 @@ class BPOConfig(GRPOConfig):
                     f"BPO: thinking_fraction={self.thinking_fraction} with num_generations={G} leaves a mode with no "
                     "rollouts (each group needs at least one thinking and one non-thinking rollout)."
                 )
+        if self.train_mode_token and not self.force_modes:
+            raise ValueError("BPO: train_mode_token needs force_modes=true (it trains the forced decision token).")
         if not 0.0 <= self.thinking_cost < 1.0:
             raise ValueError(f"BPO: thinking_cost={self.thinking_cost} must be in [0, 1) so that a correct thinking "
                              "answer still beats a wrong one.")

@@ -31,6 +31,7 @@ from trl import GRPOTrainer
 
 from ..data.io import DataError
 from ..modes import (
+    PREFIX_MARKER,
     Mode,
     ModeError,
     ModePrefixes,
@@ -161,6 +162,7 @@ class BPOTrainer(GRPOTrainer):
         self._original_templates = self._install_prefix_hook()
         self.decision = decision_tokens(self.processing_class, prefixes)
         logger.info("BPO mode decision: %s", self.decision.describe())
+        self._moved_ids = self._decision_split()
         tok = self._tokenizer
         eos = getattr(self, "eos_token_id", None) or tok.eos_token_id
         self._eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos])
@@ -232,6 +234,7 @@ class BPOTrainer(GRPOTrainer):
                 x["prompt_id"] = str(abs(hash(str(inputs[i]["prompt"]))))
             forced.append(x)
         output = super()._generate_and_score_completions(forced)
+        self._set_forced_token_logps(output)
         self._finish_records(output, G)
         return output
 
@@ -239,6 +242,77 @@ class BPOTrainer(GRPOTrainer):
         if num_generations == self._group_size():
             num_generations = subgroup_size(self.args, num_generations)
         return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+
+    # ---------------------------------------------------------------------------------------------- mode token
+
+    def _decision_split(self) -> dict:
+        """For ``train_mode_token``: per forced mode, the prefix ids from the decision token on (moved from the prompt
+        to the completion) and the prompt-side prefix text left in the prompt."""
+        if not self.args.train_mode_token:
+            return {}
+        d = self.decision
+        tok = self._tokenizer
+        split = {}
+        for mode, ids in ((Mode.THINKING, d.thinking_ids), (Mode.NON_THINKING, d.non_thinking_ids)):
+            moved = list(ids[d.position:])
+            split[self.prefixes.prefix(mode)] = {
+                "mode": mode, "moved": moved, "prompt_side": tok.decode(list(ids[:d.position])),
+                "log_share": math.log(self.args.thinking_fraction if mode is Mode.THINKING
+                                      else 1.0 - self.args.thinking_fraction),
+            }
+        logger.info("train_mode_token: tokens moved into the completion per mode: %s",
+                    {v["mode"].value: tok.convert_ids_to_tokens(v["moved"]) for v in split.values()})
+        return split
+
+    def _generate(self, prompts):
+        out = super()._generate(prompts)
+        if not self._moved_ids:
+            return out
+        prompt_ids, completion_ids, tool_mask, completions, logprobs, extra_fields, images, tool_images = out
+        tool_mask = tool_mask if tool_mask is not None else [[1] * len(c) for c in completion_ids]
+        self._moved_rows = []
+        for i, prompt in enumerate(prompts):
+            info = self._moved_ids.get(prompt[-1].get(PREFIX_MARKER) if isinstance(prompt, list) else None)
+            k = len(info["moved"]) if info else 0
+            self._moved_rows.append(info["log_share"] if k else None)
+            if not k:
+                continue
+            if list(prompt_ids[i][-k:]) != info["moved"]:
+                raise RuntimeError(
+                    f"train_mode_token: the prompt does not end with the expected decision tokens {info['moved']} "
+                    f"(got {list(prompt_ids[i][-k:])}); the tokenizer merges the prefix with its context.")
+            prompt_ids[i] = list(prompt_ids[i][:-k])
+            completion_ids[i] = info["moved"] + list(completion_ids[i])
+            # Train the decision token; keep forced tokens after it in the sequence but out of the loss.
+            tool_mask[i] = [1] + [0] * (k - 1) + list(tool_mask[i])
+            if logprobs is not None:  # no vLLM importance correction for forced tokens (NaN is neutral in TRL)
+                logprobs[i] = [None] * k + list(logprobs[i])
+            # TRL re-renders the prompt for vision features: it must now end with the prompt-side prefix only.
+            prompt[-1][PREFIX_MARKER] = info["prompt_side"]
+        return prompt_ids, completion_ids, tool_mask, completions, logprobs, extra_fields, images, tool_images
+
+    def _set_forced_token_logps(self, output) -> None:
+        """Old log-probability of each moved decision token := log(share of its mode in the group)."""
+        rows = getattr(self, "_moved_rows", None)
+        self._moved_rows = None
+        if not rows or not any(r is not None for r in rows):
+            return
+        if output.get("old_per_token_logps") is None:
+            from trl.models.utils import disable_gradient_checkpointing
+
+            ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+            mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+            keys = ("pixel_values", "image_grid_thw", "pixel_attention_mask", "image_sizes", "token_type_ids",
+                    "mm_token_type_ids", "spatial_shapes", "image_position_ids", "num_images", "num_tiles")
+            fk = {k: output[k] for k in keys if k in output}
+            bs = self.args.per_device_train_batch_size if self.model.training else self.args.per_device_eval_batch_size
+            with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+                old, _, _ = self._get_per_token_logps_and_entropies(
+                    self.model, ids, mask, output["completion_ids"].size(1), batch_size=bs, **fk)
+            output["old_per_token_logps"] = old
+        for i, log_share in enumerate(rows):
+            if log_share is not None:
+                output["old_per_token_logps"][i, 0] = log_share
 
     # ---------------------------------------------------------------------------------------------- telemetry
 
