@@ -378,3 +378,10 @@ def test_train_mode_token(tiny_text_model, tiny_vision_model, text_tokenizer, vi
             assert buf["tool_mask"][i, :3].tolist() == [1, 0, 0]  # decision trained, forced rest not
             seen["non_thinking"] += 1
     assert seen == {"thinking": 2, "non_thinking": 6}
+
+
+def test_caller_tokenizer_is_not_modified(tiny_text_model, text_tokenizer, tmp_path):
+    before = text_tokenizer.chat_template
+    trainer = _trainer(tiny_text_model, text_tokenizer, bpo_args(tmp_path, max_steps=1), text_rows())
+    assert text_tokenizer.chat_template == before and "r4b_prefix" not in before
+    assert "r4b_prefix" in trainer.processing_class.chat_template

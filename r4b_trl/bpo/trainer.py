@@ -20,6 +20,7 @@ Advantages are TRL's group-relative advantages over the *combined* group of G (B
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from contextlib import contextmanager
@@ -154,6 +155,8 @@ class BPOTrainer(GRPOTrainer):
         prefixes = prefixes_from_args(args)
         if processing_class is not None:  # fail before the model is loaded where we can
             validate_processing_class(processing_class, prefixes, args.chat_template_kwargs)
+            # The prefix hook is installed on our own copy: the caller's tokenizer/processor stays untouched.
+            processing_class = copy.deepcopy(processing_class)
         validate_train_rows(train_dataset, answer_column=None)
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, processing_class=processing_class, **kwargs)

@@ -1,0 +1,197 @@
+"""``make demo``: the R-4B pipeline in miniature, stage by stage, through the project's real entry points.
+
+    python -m r4b_trl.demo --config recipes/demo/default.yaml --output_dir demo_output [--redo STAGE ...]
+
+The config lists stages; each stage is one command of the real tools (``recipes/sft.py``, ``data_prep/curate.py``,
+``recipes/evaluate.py``, ``recipes/bpo.py``, ...) with its own config file under ``recipes/demo/``. This module
+only runs them in order (two at a time where a stage names a ``parallel_with`` partner, one thread each), caches
+finished stages, and writes the final report. It trains and evaluates nothing itself.
+
+* Cached: a finished stage writes ``<output_dir>/stages/<name>.json`` (wall seconds and a fingerprint of its
+  command and config files); a re-run skips it unless the fingerprint changed or ``--redo NAME`` (or ``all``).
+* Resumable: a killed run restarts the unfinished stage, whose tool resumes itself (checkpoints, curation and
+  evaluation files).
+* Placeholders in commands: ``{out}`` (the output dir), ``{python}`` (this interpreter), ``{root}`` (repo root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Stage:
+    name: str
+    cmd: list[str]
+    description: str = ""
+    parallel_with: str | None = None
+    threads: int | None = None
+    files: list[str] = field(default_factory=list)  # config files whose content is part of the fingerprint
+
+
+def load_stages(config: dict) -> list[Stage]:
+    stages = []
+    for s in config["stages"]:
+        cmd = s["cmd"] if isinstance(s["cmd"], list) else shlex.split(s["cmd"])
+        files = [a for a in cmd if a.endswith((".yaml", ".yml"))] + list(s.get("files", []))
+        stages.append(Stage(name=s["name"], cmd=cmd, description=s.get("description", ""),
+                            parallel_with=s.get("parallel_with"), threads=s.get("threads"), files=files))
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise ValueError(f"demo config: duplicate stage names in {names}")
+    for s in stages:
+        if s.parallel_with and s.parallel_with not in names:
+            raise ValueError(f"demo config: stage {s.name!r} runs in parallel with unknown stage {s.parallel_with!r}")
+    return stages
+
+
+def _expand(cmd: list[str], out: Path) -> list[str]:
+    return [a.format(out=str(out), python=sys.executable, root=str(ROOT)) for a in cmd]
+
+
+def fingerprint(stage: Stage, out: Path) -> str:
+    h = hashlib.sha256(json.dumps(_expand(stage.cmd, out)).encode())
+    for f in stage.files:
+        p = ROOT / f.format(out=str(out), python=sys.executable, root=str(ROOT))
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _done_path(out: Path, stage: Stage) -> Path:
+    return out / "stages" / f"{stage.name}.json"
+
+
+def is_done(out: Path, stage: Stage) -> bool:
+    p = _done_path(out, stage)
+    if not p.exists():
+        return False
+    return json.loads(p.read_text()).get("fingerprint") == fingerprint(stage, out)
+
+
+def _run_one(stage: Stage, out: Path, stream: bool) -> float:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    if stage.threads:
+        env["OMP_NUM_THREADS"] = str(stage.threads)
+        env["R4B_NUM_THREADS"] = str(stage.threads)
+    log = out / "logs" / f"{stage.name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = _expand(stage.cmd, out)
+    t0 = time.time()
+    with open(log, "w") as f:
+        f.write("$ " + " ".join(shlex.quote(c) for c in cmd) + "\n")
+        f.flush()
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                bufsize=1)
+        for line in proc.stdout:
+            f.write(line)
+            if stream:
+                sys.stdout.write(line)
+        rc = proc.wait()
+    if rc != 0:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
+        raise RuntimeError(f"demo stage {stage.name!r} failed (exit {rc}); log: {log}\n{tail}")
+    seconds = time.time() - t0
+    _done_path(out, stage).parent.mkdir(parents=True, exist_ok=True)
+    _done_path(out, stage).write_text(json.dumps({"seconds": seconds, "fingerprint": fingerprint(stage, out),
+                                                  "cmd": cmd}))
+    return seconds
+
+
+def run_stages(stages: list[Stage], out: Path, redo: set[str] = frozenset()) -> dict[str, float]:
+    """Run the stages (skipping cached ones); return wall seconds per stage actually run."""
+    out.mkdir(parents=True, exist_ok=True)
+    by_name = {s.name: s for s in stages}
+    ran: dict[str, float] = {}
+    skip: set[str] = set()
+    for i, stage in enumerate(stages, 1):
+        if stage.name in skip:
+            continue
+        group = [stage]
+        if stage.parallel_with and stage.parallel_with not in skip:
+            group.append(by_name[stage.parallel_with])
+            skip.add(stage.parallel_with)
+        todo = [s for s in group if "all" in redo or s.name in redo or not is_done(out, s)]
+        for s in group:
+            if s not in todo:
+                print(f"[{i}/{len(stages)}] {s.name}: cached ({_done_path(out, s)})", flush=True)
+        if not todo:
+            continue
+        names = " + ".join(s.name for s in todo)
+        print(f"[{i}/{len(stages)}] {names}: {' / '.join(s.description or s.name for s in todo)}", flush=True)
+        if len(todo) == 1:
+            ran[todo[0].name] = _run_one(todo[0], out, stream=True)
+        else:
+            errors, threads = [], []
+            t0 = time.time()
+
+            def work(s):
+                try:
+                    ran[s.name] = _run_one(s, out, stream=False)
+                except Exception as e:  # noqa: BLE001 - reported below
+                    errors.append(e)
+
+            for s in todo:
+                threads.append(threading.Thread(target=work, args=(s,)))
+                threads[-1].start()
+            while any(t.is_alive() for t in threads):
+                time.sleep(5)
+                print(f"    ... {names} running, {time.time() - t0:.0f} s (logs in {out / 'logs'})", flush=True)
+            for t in threads:
+                t.join()
+            if errors:
+                raise errors[0]
+        for s in todo:
+            print(f"    {s.name} done in {ran[s.name]:.0f} s", flush=True)
+    return ran
+
+
+def stage_seconds(out: Path, stages: list[Stage]) -> dict[str, float]:
+    secs = {}
+    for s in stages:
+        p = _done_path(out, s)
+        if p.exists():
+            secs[s.name] = json.loads(p.read_text())["seconds"]
+    return secs
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description="Run the R-4B pipeline in miniature (see recipes/demo/).")
+    p.add_argument("--config", default="recipes/demo/default.yaml")
+    p.add_argument("--output_dir", default=None)
+    p.add_argument("--redo", nargs="*", default=[], help="stage names to run again (or 'all')")
+    args = p.parse_args(argv)
+    config = yaml.safe_load((ROOT / args.config).read_text() if not os.path.isabs(args.config)
+                            else Path(args.config).read_text())
+    out = Path(args.output_dir or config.get("output_dir", "demo_output")).resolve()
+    stages = load_stages(config)
+    t0 = time.time()
+    run_stages(stages, out, set(args.redo))
+    wall = time.time() - t0
+    report_fn = config.get("report")
+    if report_fn:
+        module, _, fn = report_fn.partition(":")
+        import importlib
+
+        getattr(importlib.import_module(module), fn)(out, stage_seconds(out, stages), config)
+    print(f"\nDemo finished in {wall:.0f} s this run; outputs in {out}")
+
+
+if __name__ == "__main__":
+    main()
