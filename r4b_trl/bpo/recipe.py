@@ -70,26 +70,47 @@ def prepare_datasets(script_args: BPOScriptArguments):
     return train, evald, probe
 
 
+def setup_logging(training_args) -> None:
+    """INFO logs from r4b-trl on the main process (TRL's scripts do the same for transformers)."""
+    import sys
+
+    level = training_args.get_process_log_level()
+    lib = logging.getLogger("r4b_trl")
+    if not lib.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        lib.addHandler(handler)
+    lib.setLevel(min(level, logging.INFO) if training_args.should_log else level)
+
+
+def kbit_device_map() -> dict:
+    """Quantized (4/8-bit) models must sit whole on this process's device."""
+    from accelerate import PartialState
+
+    return {"": PartialState().local_process_index}
+
+
 def main(script_args: BPOScriptArguments, training_args, model_args) -> None:
     """Validate everything cheap first (tokenizer, template, data), then load the model and train."""
     from transformers.trainer_utils import get_last_checkpoint
-    from trl import get_kbit_device_map, get_peft_config, get_quantization_config
+    from trl import get_peft_config, get_quantization_config
 
     from ..models import load_model, load_processing_class
     from ..rewards import accuracy_reward
     from .trainer import BPOTrainer, prefixes_from_args, validate_processing_class
 
+    setup_logging(training_args)
     name = model_args.model_name_or_path
-    processing_class = load_processing_class(name, trust_remote_code=model_args.trust_remote_code,
+    processing_class = load_processing_class(name, trust_remote_code=training_args.trust_remote_code,
                                              revision=model_args.model_revision)
     validate_processing_class(processing_class, prefixes_from_args(training_args), training_args.chat_template_kwargs)
     train, evald, probe = prepare_datasets(script_args)
 
     quantization_config = get_quantization_config(model_args)
     model = load_model(
-        name, trust_remote_code=model_args.trust_remote_code, revision=model_args.model_revision,
+        name, trust_remote_code=training_args.trust_remote_code, revision=model_args.model_revision,
         dtype=model_args.dtype, attn_implementation=model_args.attn_implementation,
-        device_map=get_kbit_device_map() if quantization_config is not None else None,
+        device_map=kbit_device_map() if quantization_config is not None else None,
         quantization_config=quantization_config,
     )
     trainer = BPOTrainer(model=model, reward_funcs=[accuracy_reward], args=training_args, train_dataset=train,
