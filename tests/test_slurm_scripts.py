@@ -23,7 +23,11 @@ STUBS = {
     ),
     "trl": 'echo "trl $*" >> "$STUB_LOG"; exec sleep 20',
     "vllm": 'echo "vllm $*" >> "$STUB_LOG"; exec sleep 20',
-    "curl": 'echo "curl $*" >> "$STUB_LOG"; exit 0',
+    # healthy once the server stub has started (it logs first), as a real /health would be
+    "curl": (
+        'for _ in $(seq 100); do grep -qE "^(trl|vllm) " "$STUB_LOG" && break; sleep 0.05; done; '
+        'echo "curl $*" >> "$STUB_LOG"; exit 0'
+    ),
     "accelerate": 'echo "accelerate $* [ACCELERATE_LOG_LEVEL=$ACCELERATE_LOG_LEVEL]" >> "$STUB_LOG"',
     "python": (
         'echo "python $* [OPENAI_BASE_URL=$OPENAI_BASE_URL R4B_ANNOTATOR_MODEL=$R4B_ANNOTATOR_MODEL]" >> "$STUB_LOG"'
@@ -142,8 +146,10 @@ def test_curate_served_dry_run(stub_env):
                                         "--args", "--base_url {BASE_URL} --annotator_model {ANNOTATOR}"], env, tmp)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     calls = log.read_text().splitlines()
-    assert calls[0] == "vllm serve Qwen/Qwen2.5-VL-72B-Instruct --host 127.0.0.1 --port 8000 --tensor-parallel-size 8"
-    assert calls[1].startswith("curl -sf http://127.0.0.1:8000/health")
+    assert calls[:2] == [
+        "vllm serve Qwen/Qwen2.5-VL-72B-Instruct --host 127.0.0.1 --port 8000 --tensor-parallel-size 8",
+        "curl -sf http://127.0.0.1:8000/health",
+    ]
     assert calls[2] == (
         f"python data_prep/curate.py --config {cfg} --base_url http://127.0.0.1:8000/v1 "
         "--annotator_model Qwen/Qwen2.5-VL-72B-Instruct "
