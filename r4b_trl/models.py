@@ -86,3 +86,39 @@ def load_model_and_processing_class(name_or_path: str, **kwargs):
 
 def is_local_path(name_or_path: str) -> bool:
     return os.path.isdir(name_or_path)
+
+
+def kbit_device_map() -> dict:
+    """Quantized (4/8-bit) models must sit whole on this process's device."""
+    from accelerate import PartialState
+
+    return {"": PartialState().local_process_index}
+
+
+def load_for_training(model_args, training_args, peft_preset: str | None = None, stage: str = "bpo"):
+    """Load the model to train and its PEFT config, from TRL's ``ModelConfig`` flags or an r4b-trl preset.
+
+    ``peft_preset`` (``lora_lm`` | ``lora_lm_vision`` | ``qlora_lm``, see :mod:`r4b_trl.peft_presets`) takes
+    precedence over ``use_peft`` / ``load_in_4bit``. Returns ``(model, peft_config_or_None)``.
+    """
+    from trl import get_peft_config, get_quantization_config
+
+    name = model_args.model_name_or_path
+    trust = getattr(training_args, "trust_remote_code", False)
+    if peft_preset:
+        from . import peft_presets
+
+        peft_presets.check_vllm_compatible(peft_preset, getattr(training_args, "use_vllm", False))
+        config = load_config(name, trust, model_args.model_revision)
+        quantization_config = peft_presets.get_quantization_config(peft_preset, config)
+    else:
+        quantization_config = get_quantization_config(model_args)
+    model = load_model(name, trust_remote_code=trust, revision=model_args.model_revision, dtype=model_args.dtype,
+                       attn_implementation=model_args.attn_implementation,
+                       device_map=kbit_device_map() if quantization_config is not None else None,
+                       quantization_config=quantization_config)
+    if peft_preset:
+        from . import peft_presets
+
+        return model, peft_presets.get_preset(peft_preset, model, stage=stage)
+    return model, get_peft_config(model_args)

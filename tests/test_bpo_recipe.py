@@ -107,3 +107,14 @@ def test_bad_data_fails_before_model_load(tiny_text_model, tmp_path, monkeypatch
     monkeypatch.setattr(r4b_trl.models, "load_model", no_load)
     with pytest.raises(DataError, match="row 1: the answer column 'answer' is empty"):
         recipe.main(script_args, training_args, model_args)
+
+
+def test_recipe_lora_preset(tiny_text_model, tmp_path):
+    out = tmp_path / "lora"
+    _run(["--config", "recipes/tiny/bpo/tiny.yaml", "--model_name_or_path", tiny_text_model, "--output_dir", str(out),
+          "--max_steps", "2", "--peft_preset", "lora_lm", "--probe_steps", "0", "--save_strategy", "no"])
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    assert cfg["peft_type"] == "LORA"
+    for step, rows in _dump_steps(out).items():
+        modes = [r["forced_mode"] for r in rows]
+        assert modes.count("thinking") == modes.count("non_thinking") == 2

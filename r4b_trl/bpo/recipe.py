@@ -32,6 +32,9 @@ class BPOScriptArguments:
     probe_dataset_name: str | None = field(default=None, metadata={"help": "Probe data (default: dataset_name)."})
     probe_split: str | None = field(default=None, metadata={"help": "Probe split; unset = no auto-mode probe."})
     probe_size: int = field(default=64, metadata={"help": "Probe rows (the first N of the probe split)."})
+    peft_preset: str | None = field(default=None, metadata={"help": "LoRA/QLoRA preset from r4b_trl.peft_presets "
+                                                                    "(lora_lm | lora_lm_vision | qlora_lm); "
+                                                                    "overrides use_peft / load_in_4bit."})
 
     def columns(self) -> QuestionColumns:
         return QuestionColumns(question=self.question_column, answer=self.answer_column, image=self.image_column,
@@ -83,19 +86,11 @@ def setup_logging(training_args) -> None:
     lib.setLevel(min(level, logging.INFO) if training_args.should_log else level)
 
 
-def kbit_device_map() -> dict:
-    """Quantized (4/8-bit) models must sit whole on this process's device."""
-    from accelerate import PartialState
-
-    return {"": PartialState().local_process_index}
-
-
 def main(script_args: BPOScriptArguments, training_args, model_args) -> None:
     """Validate everything cheap first (tokenizer, template, data), then load the model and train."""
     from transformers.trainer_utils import get_last_checkpoint
-    from trl import get_peft_config, get_quantization_config
 
-    from ..models import load_model, load_processing_class
+    from ..models import load_for_training, load_processing_class
     from ..rewards import accuracy_reward
     from .trainer import BPOTrainer, prefixes_from_args, validate_processing_class
 
@@ -106,16 +101,10 @@ def main(script_args: BPOScriptArguments, training_args, model_args) -> None:
     validate_processing_class(processing_class, prefixes_from_args(training_args), training_args.chat_template_kwargs)
     train, evald, probe = prepare_datasets(script_args)
 
-    quantization_config = get_quantization_config(model_args)
-    model = load_model(
-        name, trust_remote_code=training_args.trust_remote_code, revision=model_args.model_revision,
-        dtype=model_args.dtype, attn_implementation=model_args.attn_implementation,
-        device_map=kbit_device_map() if quantization_config is not None else None,
-        quantization_config=quantization_config,
-    )
+    model, peft_config = load_for_training(model_args, training_args, script_args.peft_preset, stage="bpo")
     trainer = BPOTrainer(model=model, reward_funcs=[accuracy_reward], args=training_args, train_dataset=train,
                          eval_dataset=evald, processing_class=processing_class, probe_dataset=probe,
-                         peft_config=get_peft_config(model_args))
+                         peft_config=peft_config)
     resume = training_args.resume_from_checkpoint
     if resume is None and os.path.isdir(training_args.output_dir):
         resume = get_last_checkpoint(training_args.output_dir)
