@@ -5,6 +5,7 @@ backend answers each (question, mode) with a scripted text.
 """
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,7 @@ from r4b_trl.generation import Generation
 from r4b_trl.modes import ModePrefixes
 
 P = ModePrefixes()
+ROOT = Path(__file__).resolve().parent.parent
 
 # question -> mode -> (generated text after the forced pre-fill, num_tokens, finished)
 SCRIPT = {
@@ -295,3 +297,60 @@ def test_report_handles_missing_numbers():
     md = render_report(res)
     assert "| auto | 1 | 1 | – | – | – | – | – | – | – | – |" in md
     json.dumps(res)
+
+
+class VariedBackend:
+    """Deterministic, varied answers for the shipped text benchmark: thinking or not, right or wrong, finished or
+    cut off, with varied token counts, all derived from a hash of the prompt."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def generate(self, prompts, images=None, **kw):
+        import hashlib
+
+        out = []
+        for p in prompts:
+            mode = mode_of_prompt(p)
+            row = next(r for r in self.rows if r["question"] in p)
+            h = int(hashlib.sha256(p.encode()).hexdigest(), 16)
+            answer = row["answer"] if (h >> 3) % 5 < 3 else row["answer"] + "1"
+            finished = h % 7 != 0
+            tokens = 5 + (h >> 8) % 60
+            if mode == "non_thinking" or (mode == "auto" and h % 3 == 0):
+                text = ("\n\n</think>\n\n" if mode == "auto" else "") + f"\\boxed{{{answer}}}"
+            elif finished:
+                text = ("\n" if mode == "auto" else "") + f"some reasoning\n</think>\n\n\\boxed{{{answer}}}"
+            else:
+                text = ("\n" if mode == "auto" else "") + "some reasoning that never ends"
+            out.append([Generation(text, tokens, finished)])
+        return out
+
+
+def test_results_match_an_independent_recomputation(tmp_path, text_tokenizer):
+    from eval_recompute import assert_same, recompute_all
+
+    from r4b_trl.evaluation import BenchmarkSpec, prepare_benchmark
+    from r4b_trl.rewards import verify
+
+    path = str(ROOT / "r4b_trl" / "data" / "samples" / "bench_text_math.jsonl")
+    rows = read_jsonl(path)
+    unparseable = {r["answer"] for r in rows if r["id"].endswith("7")}  # pretend these golds cannot be parsed
+    cfg = EvalConfig(model="varied", output_dir=str(tmp_path / "out"), batch_size=7, benchmarks=[
+        {"name": "text_math", "path": path, "id_column": "id", "kind_column": "kind", "group_column": "difficulty"}])
+    res = evaluate(cfg, backend=VariedBackend(rows), processing_class=text_tokenizer,
+                   verifier=lambda a, g, k="auto": None if g in unparseable else verify(a, g, k))
+    gens = read_jsonl(tmp_path / "out" / "generations.jsonl")
+    assert len(gens) == 90
+    bench = res["benchmarks"]["text_math"]
+    # the scripted answers really are varied
+    a = bench["auto"]
+    assert 0 < a["accuracy"] < 1 and 0 < a["think_rate"] < 1 and 0 < a["truncation_rate"] < 1
+    assert a["n_unscorable"] > 0 and a["oracle_gap"] is not None
+    for mode, met in recompute_all(gens).items():
+        assert_same(met, bench[mode], mode)
+    difficulty = {r["id"]: r["difficulty"] for r in rows}
+    for group in ("easy", "hard"):
+        for mode, met in recompute_all([g for g in gens if difficulty[g["item_id"]] == group]).items():
+            assert_same(met, bench[mode]["groups"][group], f"{mode}.{group}")
+    assert prepare_benchmark(BenchmarkSpec.from_dict(cfg.benchmarks[0])).items[0].group == "easy"
