@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .data.formats import QuestionColumns, row_id, validate_question_rows
-from .data.io import DataError, images_of, load_table, read_jsonl, user_prompt, write_jsonl
+from .data.io import DataError, images_of, load_table, read_jsonl, require_columns, user_prompt, write_jsonl
 from .modes import Mode, ModePrefixes, get_prefixes, parse_response, render_prompt, resolve_mode
 
 __all__ = [
@@ -98,6 +98,7 @@ class BenchmarkSpec:
     kind: str = "auto"
     group_column: str | None = None
     id_column: str | None = None
+    choices_column: str | None = None
     image_base_dir: str | None = None
     system_prompt: str | None = None
     question_template: str | None = None
@@ -125,7 +126,8 @@ class BenchmarkSpec:
     def columns(self) -> QuestionColumns:
         return QuestionColumns(question=self.question_column, answer=self.answer_column, image=self.image_column,
                                kind=self.kind_column, id=self.id_column, group=self.group_column,
-                               system_prompt=self.system_prompt, image_base_dir=self.resolved_image_base_dir())
+                               system_prompt=self.system_prompt, image_base_dir=self.resolved_image_base_dir(),
+                               extra=[self.choices_column] if self.choices_column else [])
 
     def resolved_image_base_dir(self) -> str | None:
         """Relative image paths resolve against ``image_base_dir``, else the local data file's folder."""
@@ -158,8 +160,8 @@ class EvalConfig:
     benchmarks: list[dict] = field(
         default_factory=list,
         metadata={"help": "List of benchmarks (YAML): name, path, split, subset, question_column, answer_column, "
-                          "image_column, kind_column, kind, group_column, id_column, image_base_dir, system_prompt, "
-                          "question_template, limit."},
+                          "image_column, kind_column, kind, group_column, id_column, choices_column, image_base_dir, "
+                          "system_prompt, question_template, limit."},
     )
     modes: list[str] = field(default_factory=lambda: list(MODE_ORDER),
                              metadata={"help": "Modes to run: auto thinking non_thinking (aliases long/short)."})
@@ -247,6 +249,7 @@ class EvalItem:
     image_column: str | None = None
     image_base_dir: str | None = None
     system_prompt: str | None = None
+    gold_error: str | None = None  # the gold answer is unusable: the item is generated but unscorable
 
     def load_images(self, benchmark: str) -> list:
         return images_of(self.row, self.image_column, self.image_base_dir,
@@ -290,6 +293,23 @@ def _lazy_images(ds, column: str | None):
     return ds
 
 
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _gold_from_choices(gold, kind: str, choices) -> tuple[Any, str, str | None]:
+    """Multiple choice with the options in a column (MathVista-style): a gold answer given as the text of an option
+    becomes that option's letter, scored as ``choice``. Rows without options are left as they are."""
+    if not isinstance(choices, (list, tuple)) or not choices:
+        return gold, kind, None
+    options = [str(c).strip() for c in choices][: len(LETTERS)]
+    if isinstance(gold, str):
+        if gold.strip() in options:
+            return LETTERS[options.index(gold.strip())], "choice", None
+        if len(gold.strip()) == 1 and gold.strip().upper() in LETTERS[: len(options)]:
+            return gold.strip().upper(), "choice", None
+    return gold, kind, f"the answer {gold!r} is neither one of the choices {options} nor an option letter"
+
+
 def prepare_benchmark(spec: BenchmarkSpec, global_limit: int | None = None) -> PreparedBenchmark:
     """Load a benchmark's rows and check every one of them (raises :class:`DataError` naming benchmark, row and
     column). Images are *not* decoded here: an image that fails to decode makes its item unscorable later."""
@@ -307,6 +327,8 @@ def prepare_benchmark(spec: BenchmarkSpec, global_limit: int | None = None) -> P
     ds = _lazy_images(ds, spec.image_column)
     cols = spec.columns()
     validate_question_rows(ds, cols, source=source, need_answer=True, check_images=False)
+    if spec.choices_column:
+        require_columns(ds.column_names, {"choices": spec.choices_column}, source)
     items: list[EvalItem] = []
     seen: dict[str, int] = {}
     errors: list[str] = []
@@ -334,12 +356,15 @@ def prepare_benchmark(spec: BenchmarkSpec, global_limit: int | None = None) -> P
         except DataError as e:
             errors.append(str(e).split(": ", 1)[-1])
             gold = ""
+        gold_error = None
+        if spec.choices_column:
+            gold, kind, gold_error = _gold_from_choices(gold, kind, row.get(spec.choices_column))
         group = None
         if spec.group_column:
             group = "(missing)" if row.get(spec.group_column) is None else str(row[spec.group_column])
         items.append(EvalItem(item_id=iid, index=i, question=question, gold=gold, kind=kind, group=group, row=row,
                               image_column=spec.image_column, image_base_dir=cols.image_base_dir,
-                              system_prompt=spec.system_prompt))
+                              system_prompt=spec.system_prompt, gold_error=gold_error))
         if len(errors) >= 5:
             break
     if errors:
@@ -533,7 +558,10 @@ def _run_batch(bench: str, mode: Mode, chunk: Sequence[EvalItem], backend, proce
             g = gens[0]
             full = pre + g.text
             parsed = parse_response(full, prefixes)
-            correct, reason = score_answer(parsed.answer, item.gold, item.kind, verify)
+            if item.gold_error:
+                correct, reason = None, f"{GOLD_UNPARSEABLE}: {item.gold_error}"
+            else:
+                correct, reason = score_answer(parsed.answer, item.gold, item.kind, verify)
             rows[item.item_id] = {
                 "benchmark": bench, "mode": mode.value, "item_id": item.item_id, "group": item.group,
                 "prompt": prompt, "response": full, "parsed_mode": parsed.mode, "answer": parsed.answer,

@@ -354,3 +354,29 @@ def test_results_match_an_independent_recomputation(tmp_path, text_tokenizer):
         for mode, met in recompute_all([g for g in gens if difficulty[g["item_id"]] == group]).items():
             assert_same(met, bench[mode]["groups"][group], f"{mode}.{group}")
     assert prepare_benchmark(BenchmarkSpec.from_dict(cfg.benchmarks[0])).items[0].group == "easy"
+
+
+def test_choices_column_turns_option_text_into_letters(tmp_path, text_tokenizer):
+    write_jsonl(tmp_path / "mv.jsonl", [
+        {"pid": "m1", "query": "m1: angle?\nChoices:\n(A) 30°\n(B) 145°", "choices": ["30°", "145°"], "answer": "145°"},
+        {"pid": "m2", "query": "m2: value?", "choices": None, "answer": "3"},
+        {"pid": "m3", "query": "m3: which?", "choices": ["x", "y"], "answer": "z"},
+    ])
+    answers = {"m1": "The answer is B.", "m2": "\\boxed{3}", "m3": "A"}
+    backend = ScriptedBackend({k: {m: (("\n\n</think>\n\n" if m != "non_thinking" else "") + v, 3, True)
+                                   for m in ("auto", "thinking", "non_thinking")} for k, v in answers.items()})
+    cfg = EvalConfig(model="s", output_dir=str(tmp_path / "out"), modes=["short"], benchmarks=[{
+        "name": "mathvista", "path": str(tmp_path / "mv.jsonl"), "id_column": "pid", "question_column": "query",
+        "choices_column": "choices", "kind": "math"}])
+    res = evaluate(cfg, backend=backend, processing_class=text_tokenizer, verifier=scripted_verifier())
+    rows = {r["item_id"]: r for r in read_jsonl(tmp_path / "out" / "generations.jsonl")}
+    assert (rows["m1"]["gold"], rows["m1"]["kind"], rows["m1"]["correct"]) == ("B", "choice", True)
+    assert (rows["m2"]["gold"], rows["m2"]["kind"], rows["m2"]["correct"]) == ("3", "math", True)
+    assert rows["m3"]["correct"] is None and "neither one of the choices" in rows["m3"]["unscorable_reason"]
+    assert rows["m3"]["response"] is not None  # still generated: think-rate and tokens count it
+    m = res["benchmarks"]["mathvista"]["non_thinking"]
+    assert (m["n"], m["n_scored"], m["accuracy"], m["n_generated"]) == (3, 2, 1.0, 3)
+    cfg.benchmarks[0]["choices_column"] = "options"
+    cfg.output_dir = str(tmp_path / "out2")
+    with pytest.raises(DataError, match="choices column 'options' is not in the data"):
+        evaluate(cfg, backend=backend, processing_class=text_tokenizer)
