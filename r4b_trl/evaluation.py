@@ -25,6 +25,7 @@ verifier cannot parse, makes the item *unscorable*: it is recorded with its reas
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import time
@@ -492,6 +493,9 @@ def evaluate(config: EvalConfig, backend=None, processing_class=None, verifier: 
     after every benchmark has been validated and only if something is left to generate.
     """
     config.validate()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise EvalError("recipes/evaluate.py runs as one process (several would write the same generations). "
+                        "Use backend: vllm with vllm_tensor_parallel_size for several GPUs.")
     modes = config.resolved_modes()
     prefixes = config.resolved_prefixes()
     verify = verifier or default_verifier()

@@ -380,3 +380,9 @@ def test_choices_column_turns_option_text_into_letters(tmp_path, text_tokenizer)
     cfg.output_dir = str(tmp_path / "out2")
     with pytest.raises(DataError, match="choices column 'options' is not in the data"):
         evaluate(cfg, backend=backend, processing_class=text_tokenizer)
+
+
+def test_refuses_to_run_as_several_processes(bench, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(EvalError, match="one process"):
+        evaluate(make_config(bench, tmp_path / "o"))
