@@ -49,6 +49,10 @@ def text_math_items() -> list[dict]:
     for num, den, gold in fractions:
         items.append({"question": f"Write $\\frac{{{num}}}{{{den}}}$ in lowest terms. Put the final answer in "
                                   "\\boxed{}.", "answer": gold, "difficulty": "hard"})
+    # Interleave easy and hard items, so that any `limit` keeps both difficulties.
+    easy = [it for it in items if it["difficulty"] == "easy"]
+    hard = [it for it in items if it["difficulty"] == "hard"]
+    items = [it for pair in zip(easy, hard) for it in pair]
     for i, item in enumerate(items):
         item.update(id=f"math-{i:02d}", kind="math")
     return [{k: it[k] for k in ("id", "question", "answer", "kind", "difficulty")} for it in items]
@@ -119,6 +123,9 @@ def image_items(out: Path) -> list[dict]:
         choices = "\n".join(f"{letters[k]}. {o}" for k, o in enumerate(options))
         items.append({"question": f"{question}\n{choices}\nAnswer with the option's letter.", "answer": gold,
                       "kind": "choice", "category": "choice", "difficulty": "easy", "image": f"images/{name}"})
+    # Interleave counting and multiple-choice items, so that any `limit` keeps both categories.
+    counting, choice = items[:12], items[12:]
+    items = [it for k in range(12) for it in ([counting[k]] + ([choice[k]] if k < len(choice) else []))]
     for i, item in enumerate(items):
         item["id"] = f"img-{i:02d}"
     return [{k: it[k] for k in ("id", "question", "image", "answer", "kind", "category", "difficulty")}

@@ -396,7 +396,8 @@ def score_answer(answer: str, gold: str | list[str], kind: str, verifier: Callab
     verdicts = []
     for g in golds:
         try:
-            verdicts.append(verifier(answer, g, kind))
+            v = verifier(answer, g, kind)
+            verdicts.append(None if v is None else bool(v))
         except Exception as e:  # a verifier bug must not pass for a wrong answer
             return None, f"{VERIFIER_ERROR}: {type(e).__name__}: {e}"
     if any(v is True for v in verdicts):

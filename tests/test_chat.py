@@ -121,8 +121,11 @@ def test_chat_cli_one_shot_and_interactive(tiny_vision_model, tmp_path, red_imag
     assert "[mode set to thinking]" in proc.stdout and "[conversation cleared]" in proc.stdout
     assert "[error] Unknown thinking mode 'medium'" in proc.stdout
 
-    bad = run_chat(["--model", tiny_vision_model, "--mode", "medium", "q"])
-    assert bad.returncode == 2 and "Unknown thinking mode 'medium'" in bad.stderr
+
+
+def test_chat_rejects_unknown_mode_before_loading(capsys):
+    assert main(["--model", "/nonexistent/model", "--mode", "medium", "q"]) == 2
+    assert "Unknown thinking mode 'medium'" in capsys.readouterr().err
 
 
 def test_stream_reports_the_same_generation_as_generate(tiny_text_model, text_tokenizer):
