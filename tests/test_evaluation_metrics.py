@@ -386,3 +386,19 @@ def test_refuses_to_run_as_several_processes(bench, tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(EvalError, match="one process"):
         evaluate(make_config(bench, tmp_path / "o"))
+
+
+@pytest.mark.parametrize("name", ["bench_text_math", "bench_image"])
+def test_shipped_sample_golds_are_scorable(name):
+    from r4b_trl.evaluation import BenchmarkSpec, prepare_benchmark
+    from r4b_trl.rewards import verify
+
+    spec = BenchmarkSpec(name=name, path=str(ROOT / "r4b_trl" / "data" / "samples" / f"{name}.jsonl"),
+                         id_column="id", kind_column="kind", image_column="image" if name == "bench_image" else None)
+    items = prepare_benchmark(spec).items
+    assert len(items) == (30 if name == "bench_text_math" else 20)
+    for it in items:
+        assert verify(f"\\boxed{{{it.gold}}}", it.gold, it.kind) is True, it.item_id
+        assert verify("\\boxed{zzz}", it.gold, it.kind) is False, it.item_id
+        if it.image_column:
+            assert it.load_images(name)[0].size == (96, 96)
