@@ -100,19 +100,35 @@ class TransformersBackend:
         return Generation(text=text, num_tokens=len(kept) + (1 if finished else 0), finished=finished)
 
     def stream(self, prompt: str, images: list | None = None, *, max_new_tokens: int = 512,
-               temperature: float = 0.0, top_p: float = 1.0) -> Iterator[str]:
-        """Yield text pieces as they are generated (for the chat CLI)."""
+               temperature: float = 0.0, top_p: float = 1.0, result: dict | None = None) -> Iterator[str]:
+        """Yield text pieces as they are generated (for the chat CLI). When ``result`` is a dict, it receives
+        ``result["generation"]``: the finished :class:`Generation` (exact token count, ``finished``)."""
         import threading
 
+        import torch
         from transformers import TextIteratorStreamer
 
         enc = self._encode([prompt], [images] if images else None)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         kw = self._generation_kwargs(max_new_tokens, temperature, top_p, 1)
-        thread = threading.Thread(target=self.model.generate, kwargs=dict(**enc, **kw, streamer=streamer))
+        outputs: dict = {}
+
+        def run():
+            try:
+                with torch.no_grad():
+                    outputs["ids"] = self.model.generate(**enc, **kw, streamer=streamer)
+            except BaseException as e:  # surface generation errors in the caller, not a silent thread
+                outputs["error"] = e
+                streamer.end()
+
+        thread = threading.Thread(target=run, daemon=True)
         thread.start()
         yield from streamer
         thread.join()
+        if "error" in outputs:
+            raise outputs["error"]
+        if result is not None:
+            result["generation"] = self._to_generation(outputs["ids"][0, enc["input_ids"].shape[1]:])
 
 
 class VLLMBackend:
