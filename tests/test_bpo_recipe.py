@@ -87,6 +87,8 @@ def test_recipe_trains_and_resumes(tiny_text_model, tmp_path):
     saved = json.loads((out / "tokenizer_config.json").read_text()).get("chat_template") or \
         (out / "chat_template.jinja").read_text()
     assert "r4b_prefix" not in saved
+    card = (out / "README.md").read_text()
+    assert "bpo" in card.lower() and "<think>" in card  # the r4b-trl model card, with the modes
 
 
 def test_bad_data_fails_before_model_load(tiny_text_model, tmp_path, monkeypatch):

@@ -118,9 +118,9 @@ def main(script_args: BPOScriptArguments, training_args, model_args) -> None:
 
 
 def _write_card(trainer, script_args, training_args, model_args) -> None:
-    try:
-        from ..model_card import card_from_training
-    except ImportError:  # model cards land with the evaluation module
-        return
+    """The r4b-trl model card (how to run each mode) in output_dir, also used by push_to_hub."""
+    from ..model_card import card_from_training, use_r4b_model_card
+
+    use_r4b_model_card(trainer, script_args, model_args, stage="bpo")
     if trainer.accelerator.is_main_process:
         card_from_training(training_args.output_dir, script_args, training_args, model_args, stage="bpo")
