@@ -385,7 +385,7 @@ class _Roles:
         b = self._backend(spec)
         if callable(b):
             return [self._normalize(r, b(r)) for r in requests]
-        from ..generation import ChatPrompt, OpenAIBackend, chat_prompt_in_mode  # noqa: F401
+        from ..generation import OpenAIBackend, chat_prompt_in_mode
 
         groups: dict[tuple[str, int], list[int]] = {}
         for i, r in enumerate(requests):
