@@ -95,8 +95,7 @@ def test_tiny_model_end_to_end_and_resume(tmp_path, tiny_vision_model, monkeypat
     base = load_config(ROOT / "data_prep" / "configs" / "sample_tiny.yaml").to_dict()
     base["dataset"] = str(SAMPLE)
     base["annotator"] = dict(base["annotator"], model=tiny_vision_model)
-    base["limit"] = 14  # text rows and three image rows keep the test short
-    base["chunk_size"] = 7
+    base["chunk_size"] = 9  # 27 rows: 3 chunks
 
     def cfg(name):
         return CurationConfig(**dict(base, output_dir=str(tmp_path / name)))
@@ -104,9 +103,12 @@ def test_tiny_model_end_to_end_and_resume(tmp_path, tiny_vision_model, monkeypat
     t0 = time.time()
     summary = curate(cfg("clean"), progress=False)
     clean_s = time.time() - t0
-    assert sum(summary["counts"].values()) == 14
+    assert sum(summary["counts"].values()) == 27
     records = read_jsonl(tmp_path / "clean" / "curation.jsonl")
-    assert {r["evidence"]["heuristic"] for r in records} >= {"performance"}
+    by_id = {r["id"]: r for r in records}
+    assert by_id["v01"]["evidence"]["n_samples"] == 4  # image rows went through the model (4 samples each)
+    assert by_id["s01"]["evidence"]["heuristic"] == "difficulty" and by_id["s01"]["evidence"]["judge_raw"] is not None
+    assert by_id["b02"]["outcome"] == "duplicate" and by_id["b03"]["outcome"] == "failed"
     for r in read_jsonl(tmp_path / "clean" / "curated.jsonl"):
         assert check_target(r["completion"][0]["content"]) is None
 
@@ -115,15 +117,32 @@ def test_tiny_model_end_to_end_and_resume(tmp_path, tiny_vision_model, monkeypat
 
     def flaky(self, *a, **kw):
         calls["n"] += 1
-        if calls["n"] == 3:  # the second chunk's first call
+        if calls["n"] == 5:  # inside the second chunk (the first makes up to 4 calls: annotate, judge, answer, trace)
             raise KeyboardInterrupt
         return real(self, *a, **kw)
 
     monkeypatch.setattr(TransformersBackend, "generate", flaky)
     with pytest.raises(KeyboardInterrupt):
         curate(cfg("resumed"), progress=False)
-    assert len(read_jsonl(tmp_path / "resumed" / "curation.jsonl")) == 7
+    assert len(read_jsonl(tmp_path / "resumed" / "curation.jsonl")) == 9
     curate(cfg("resumed"), progress=False)
     assert (tmp_path / "resumed" / "curated.jsonl").read_bytes() == (tmp_path / "clean" / "curated.jsonl").read_bytes()
-    assert read_jsonl(tmp_path / "resumed" / "curation.jsonl")[7:] == records[7:]
-    print(f"tiny-model curation of 14 rows: {clean_s:.1f}s")
+    assert read_jsonl(tmp_path / "resumed" / "curation.jsonl")[9:] == records[9:]
+    print(f"tiny-model curation of 27 rows: {clean_s:.1f}s")
+
+
+def test_text_only_model_fails_image_rows_by_name(tmp_path, tiny_text_model):
+    from r4b_trl.data.curation import CurationConfig, curate
+    from r4b_trl.data.io import write_jsonl
+    from r4b_trl.data.sample_set import squares_image
+
+    squares_image(2, (30, 170, 60)).save(tmp_path / "g.png")
+    write_jsonl(tmp_path / "d.jsonl", [{"question": "How many squares?", "answer": "2", "image": "g.png"},
+                                       {"question": "What is 1 + 1?", "answer": "2", "image": None}])
+    cfg = CurationConfig(dataset=str(tmp_path / "d.jsonl"), output_dir=str(tmp_path / "out"), n_samples=2,
+                         columns={"image": "image"},
+                         annotator={"type": "transformers", "model": tiny_text_model, "max_new_tokens": 4},
+                         reasoner={"same_as": "annotator", "max_new_tokens": 4})
+    s = curate(cfg, progress=False)
+    assert s["rows"] == 2
+    assert s["not_kept"][0]["id"] == "0" and "is a text-only model" in s["not_kept"][0]["reason"]

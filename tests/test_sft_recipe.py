@@ -209,3 +209,22 @@ def test_vision_step_with_module_lrs_and_mask(tmp_path, tiny_vision_model):
     modes = {sub[k]["completion"][0]["content"].startswith(P.non_thinking) for k in range(len(sub))}
     assert modes == {True, False}
     assert sum(1 for k in range(len(sub)) if sub[k]["images"]) == 2
+
+
+def test_lora_step_and_qlora_needs_peft(tmp_path, tiny_vision_model, caplog):
+    import torch
+    from peft import PeftModel
+
+    torch.set_num_threads(1)
+    args = ["--config", str(ROOT / "recipes" / "tiny" / "sft" / "tiny_vision.yaml"), "--model_name_or_path",
+            tiny_vision_model, "--dataset_name", str(CURATED), "--output_dir", str(tmp_path / "lora"),
+            "--max_steps", "1", "--save_strategy", "no", "--use_peft", "true", "--lora_r", "4",
+            "--lora_target_modules", "q_proj", "v_proj"]
+    with caplog.at_level("WARNING"):
+        trainer = _recipe().main(args)
+    assert isinstance(trainer.model, PeftModel) and trainer.state.global_step == 1
+    assert (tmp_path / "lora" / "adapter_config.json").is_file()
+    assert "ignored with LoRA" in caplog.text  # the tiny_vision config's LR multipliers do not apply to adapters
+    assert all("name" not in g for g in trainer.optimizer.param_groups)
+    with pytest.raises(ValueError, match="QLoRA.*use_peft: true"):
+        _recipe().main(args[:-7] + ["--load_in_4bit", "true"])
