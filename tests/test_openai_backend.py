@@ -211,3 +211,25 @@ def test_curation_through_openai_endpoint(tmp_path, tiny_vision_model):
                                  ("What is 17 + 25?", "A train travels 60 km/h for 2.5 hours. How far?")]
     chat_modes = [b["chat_template_kwargs"] for p, b, _ in srv.requests if p == "/v1/chat/completions"]
     assert chat_modes == [{"thinking_mode": "short"}, {"thinking_mode": "long"}]
+
+
+def test_cut_off_correct_answer_falls_back_to_reference(tmp_path, tiny_vision_model):
+    """A correct annotator answer that hit max_new_tokens still counts as a pass, but the target is the reference."""
+    from r4b_trl.data.curation import CurationConfig, curate
+    from r4b_trl.data.io import read_jsonl, write_jsonl
+
+    class Srv(FakeServer):
+        def completions(self, body):
+            resp = super().completions(body)
+            for c in resp["choices"]:
+                c["finish_reason"] = "length"
+            return resp
+
+    write_jsonl(tmp_path / "d.jsonl", [{"question": "What is 17 + 25?", "answer": "42"}])
+    with Srv() as srv:
+        cfg = CurationConfig(dataset=str(tmp_path / "d.jsonl"), output_dir=str(tmp_path / "out"), n_samples=2,
+                             annotator={"type": "openai", "base_url": srv.url, "model": tiny_vision_model})
+        curate(cfg, progress=False)
+    row = read_jsonl(tmp_path / "out" / "curated.jsonl")[0]
+    assert row["evidence"]["pass_count"] == 2 and row["evidence"]["target_source"] == "reference"
+    assert row["completion"][0]["content"] == "<think>\n\n</think>\n\n42"

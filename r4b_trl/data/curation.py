@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..modes import ModePrefixes, get_prefixes, parse_response, render_prompt
+from ..modes import ModePrefixes, get_prefixes, parse_response, render_prompt, resolve_mode
 from .formats import QuestionColumns, row_id
 from .io import DataError, images_of, load_table, read_jsonl, require_columns, user_prompt, write_jsonl
 
@@ -131,6 +131,10 @@ class RoleSpec:
             raise DataError(f"config: `{role}` has type {btype} but no `model`.")
         if btype == "openai" and not backend.get("base_url"):
             raise DataError(f"config: `{role}` has type openai but no `base_url` (e.g. http://localhost:8000/v1).")
+        try:
+            gen["mode"] = resolve_mode(gen.get("mode", "non_thinking")).value
+        except ValueError as e:
+            raise DataError(f"config: `{role}.mode`: {e}") from e
         if gen.get("attempts", 1) < 1:
             raise DataError(f"config: `{role}.attempts` must be >= 1.")
         return cls(role=role, backend=backend, **gen)
@@ -664,11 +668,12 @@ class Curator:
                 it.pending = ev
                 thinking.append(it)
             else:
-                if cfg.non_thinking_target == "reference":
-                    answer, source = it.solution, "reference"
+                # the first correct answer that was not cut off at max_new_tokens, else the reference answer
+                usable = [k for k, v in enumerate(verdicts) if v and samples[k][1]]
+                if cfg.non_thinking_target == "annotator" and usable:
+                    answer, source = parse_response(texts[usable[0]], P).answer, "annotator"
                 else:
-                    answer = parse_response(texts[verdicts.index(True)], P).answer
-                    source = "annotator"
+                    answer, source = it.solution, "reference"
                 it.record = _record(it, "non_thinking", P.non_thinking_answer(answer), target_source=source, **ev)
 
         # 2. difficulty heuristic
