@@ -228,3 +228,15 @@ def test_lora_step_and_qlora_needs_peft(tmp_path, tiny_vision_model, caplog):
     assert all("name" not in g for g in trainer.optimizer.param_groups)
     with pytest.raises(ValueError, match="QLoRA.*use_peft: true"):
         _recipe().main(args[:-7] + ["--load_in_4bit", "true"])
+
+
+def test_eval_split_from_a_file(tmp_path, tiny_text_model):
+    import torch
+
+    torch.set_num_threads(1)
+    trainer = _recipe().main(["--config", str(ROOT / "recipes" / "tiny" / "sft" / "tiny.yaml"), "--model_name_or_path",
+                              tiny_text_model, "--dataset_name", str(CURATED), "--output_dir", str(tmp_path / "e"),
+                              "--max_steps", "1", "--save_strategy", "no", "--eval_strategy", "steps",
+                              "--eval_steps", "1", "--dataset_test_split", str(CURATED / "curated.jsonl")])
+    evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+    assert len(evals) == 1 and evals[0]["eval_loss"] > 0
