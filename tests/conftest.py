@@ -64,13 +64,3 @@ def red_image():
     from PIL import Image
 
     return Image.new("RGB", (40, 30), (200, 10, 10))
-
-
-# r4b_trl.rewards is written on another branch; until it is merged, curation tests use a minimal stand-in.
-import sys as _sys  # noqa: E402
-from pathlib import Path as _Path  # noqa: E402
-
-_sys.path.insert(0, str(_Path(__file__).parent))
-import _rewards_standin  # noqa: E402
-
-_rewards_standin.install()

@@ -15,18 +15,24 @@ from r4b_trl.data.io import read_jsonl
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "r4b_trl" / "data" / "samples" / "curation_sample.jsonl"
 
-# Runs data_prep/curate.py in a fresh interpreter, with the r4b_trl.rewards stand-in when the real one is missing.
-LAUNCH = (
-    "import runpy, sys; sys.path.insert(0, {tests!r}); import _rewards_standin; _rewards_standin.install(); "
-    "sys.argv = ['curate.py'] + sys.argv[1:]; runpy.run_path({script!r}, run_name='__main__')"
-).format(tests=str(ROOT / "tests"), script=str(ROOT / "data_prep" / "curate.py"))
+CURATE = str(ROOT / "data_prep" / "curate.py")
+FAKE_ANNOTATOR = "r4b_trl.data.fake_annotators:arithmetic_annotator"
+
+
+def _cli():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("r4b_curate_cli", CURATE)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 SLOW_FAKE = '''
 import time
 from r4b_trl.data.fake_annotators import arithmetic_annotator
 
 def annotate(req):
-    time.sleep(0.15)
+    time.sleep(0.05)
     return arithmetic_annotator(req)
 '''
 
@@ -45,21 +51,21 @@ def _config(tmp_path, name, out, annotator):
 
 def _run(cfg, *extra, **kw):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-c", LAUNCH, "--config", str(cfg), "--no_progress", *extra], env=env,
+    return subprocess.run([sys.executable, CURATE, "--config", str(cfg), "--no_progress", *extra], env=env,
                           capture_output=True, text=True, timeout=120, **kw)
 
 
-def test_cli_killed_and_restarted_equals_clean_run(tmp_path):
+def test_cli_killed_and_restarted_equals_clean_run(tmp_path, capsys):
     fake = tmp_path / "slow_fake.py"
     fake.write_text(SLOW_FAKE)
-    clean = _run(_config(tmp_path, "clean", tmp_path / "clean", "r4b_trl.data.fake_annotators:arithmetic_annotator"))
-    assert clean.returncode == 0, clean.stderr
-    assert json.loads(clean.stdout.strip().splitlines()[-1])["counts"]["thinking"] == 12
+    cli = _cli()
+    assert cli.main(["--config", str(_config(tmp_path, "clean", tmp_path / "clean", FAKE_ANNOTATOR)),
+                     "--no_progress"]) == 0
 
     cfg = _config(tmp_path, "killed", tmp_path / "killed", f"{fake}:annotate")
     records = tmp_path / "killed" / "curation.jsonl"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-c", LAUNCH, "--config", str(cfg), "--no_progress"], env=env,
+    proc = subprocess.Popen([sys.executable, CURATE, "--config", str(cfg), "--no_progress"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 90
     while time.time() < deadline and (not records.exists() or len(read_jsonl(records)) < 6):
@@ -77,9 +83,10 @@ def test_cli_killed_and_restarted_equals_clean_run(tmp_path):
     assert len(set(ids)) == 27
 
     # same output_dir, different config: refused with exit code 2 and a message
-    other = _config(tmp_path, "other", tmp_path / "killed", "r4b_trl.data.fake_annotators:arithmetic_annotator")
-    res = _run(other)
-    assert res.returncode == 2 and "different configuration" in res.stderr and "--overwrite" in res.stderr
+    other = _config(tmp_path, "other", tmp_path / "killed", FAKE_ANNOTATOR)
+    assert cli.main(["--config", str(other), "--no_progress"]) == 2
+    err = capsys.readouterr().err
+    assert "different configuration" in err and "--overwrite" in err
 
 
 def test_tiny_model_end_to_end_and_resume(tmp_path, tiny_vision_model, monkeypatch):
