@@ -176,3 +176,233 @@ def generate_in_mode(backend, processing_class, conversations: Sequence[list[dic
     pre = p.prefix(mode)
     outs = backend.generate(prompts, images, **gen_kwargs)
     return [[(pre + g.text, g) for g in row] for row in outs]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# OpenAI-compatible HTTP endpoints (`vllm serve`, `trl vllm-serve`, any server speaking the OpenAI API)
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ChatPrompt:
+    """A prompt in chat form, for endpoints that take messages (``/v1/chat/completions``).
+
+    ``messages`` hold ``{"type": "image"}`` blocks where the row's images go; ``chat_template_kwargs`` switch the
+    server's chat template into the mode (``thinking_mode`` for R-4B-style templates, ``enable_thinking`` for
+    Qwen3-style ones); ``prefill`` is an assistant pre-fill the server continues (``continue_final_message``) for
+    templates that know nothing of thinking; ``prefix`` is the mode's pre-fill, stripped from what comes back so
+    that, as with rendered prompts, a :class:`Generation` holds only what follows the pre-fill.
+    """
+
+    messages: list
+    chat_template_kwargs: dict
+    prefix: str = ""
+    prefill: str | None = None
+
+
+def chat_prompt_in_mode(processing_class, messages: list[dict], mode: str | Mode,
+                        prefixes: ModePrefixes | None = None) -> ChatPrompt:
+    """The :class:`ChatPrompt` that asks a server whose chat template matches ``processing_class`` for ``mode``."""
+    from .modes import TemplateStyle, chat_template_of, template_style
+
+    mode = resolve_mode(mode)
+    p = prefixes or ModePrefixes()
+    style = template_style(chat_template_of(processing_class))
+    if style is TemplateStyle.R4B:
+        return ChatPrompt(list(messages), {"thinking_mode": mode.r4b_name}, p.prefix(mode))
+    if style is TemplateStyle.QWEN3 and mode is not Mode.AUTO:
+        # enable_thinking=False pre-fills the empty think block; True leaves the model to open it itself.
+        return ChatPrompt(list(messages), {"enable_thinking": mode is Mode.THINKING}, p.prefix(mode))
+    return ChatPrompt(list(messages), {}, p.prefix(mode), prefill=p.prefix(mode))
+
+
+def _image_data_url(image) -> str:
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _openai_messages(messages: list[dict], images: list | None) -> list[dict]:
+    """Messages with ``{"type": "image"}`` blocks replaced, in order, by base64 ``image_url`` parts."""
+    images = list(images or [])
+    used = 0
+    out = []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, list):
+            parts = []
+            for block in content:
+                if block.get("type") == "image" or "image" in block:
+                    if used >= len(images):
+                        raise ValueError(f"The prompt has more image blocks than the {len(images)} image(s) given.")
+                    parts.append({"type": "image_url", "image_url": {"url": _image_data_url(images[used])}})
+                    used += 1
+                elif block.get("type") == "text":
+                    parts.append({"type": "text", "text": block.get("text") or ""})
+            content = parts
+        out.append({"role": m["role"], "content": content})
+    if used != len(images):
+        raise ValueError(f"The prompt has {used} image block(s) but {len(images)} image(s) were given.")
+    return out
+
+
+class OpenAIBackend:
+    """Any OpenAI-compatible endpoint (``vllm serve MODEL``, ``trl vllm-serve``, hosted APIs).
+
+    * Rendered text prompts (``str``) go to ``/v1/completions``, ``batch_size`` prompts per request, so the mode's
+      pre-fill is exactly what :func:`~r4b_trl.modes.render_prompt` wrote.
+    * :class:`ChatPrompt` s (needed for rows with images) go to ``/v1/chat/completions``, one request per row, with
+      the images as base64 ``image_url`` parts and the mode as ``chat_template_kwargs``.
+    * Requests run on ``concurrency`` threads; connection errors, timeouts, 408/429 and 5xx answers are retried
+      ``max_retries`` times with exponential backoff; other HTTP errors raise at once with the server's message.
+
+    Uses only the standard library (``urllib``). ``tokenizer`` (optional) counts generated tokens; without it the
+    server's ``usage`` is split evenly over the choices of a request.
+    """
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 600.0,
+                 max_retries: int = 4, backoff: float = 1.0, concurrency: int = 8, batch_size: int = 16,
+                 tokenizer=None, extra_body: dict | None = None, prefixes: ModePrefixes | None = None):
+        base = base_url.rstrip("/")
+        self.base_url = base if base.endswith("/v1") else base + "/v1"
+        self.model = model
+        self.api_key = api_key
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.concurrency = max(1, int(concurrency))
+        self.batch_size = max(1, int(batch_size))
+        self.tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+        self.extra_body = dict(extra_body or {})
+        self.prefixes = prefixes or ModePrefixes()
+
+    # -- HTTP -------------------------------------------------------------------------------------------------
+    def _post(self, route: str, body: dict) -> dict:
+        import json
+        import time
+        import urllib.error
+        import urllib.request
+
+        url = f"{self.base_url}/{route}"
+        data = json.dumps({**self.extra_body, **body}).encode("utf-8")
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        last = None
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                time.sleep(min(self.backoff * 2 ** (attempt - 1), 60.0))
+            req = urllib.request.Request(url, data=data, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    return json.loads(resp.read().decode("utf-8"))
+            except urllib.error.HTTPError as e:
+                detail = e.read().decode("utf-8", "replace")[:500]
+                if e.code in (408, 429) or e.code >= 500:
+                    last = f"HTTP {e.code}: {detail}"
+                    continue
+                raise RuntimeError(f"{url} answered HTTP {e.code}: {detail}") from e
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
+                last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
+        raise ConnectionError(f"{url}: no answer after {self.max_retries + 1} attempts (last error: {last}). "
+                              "Is the server up, and is base_url right?")
+
+    # -- results ----------------------------------------------------------------------------------------------
+    def _count(self, text: str, finished: bool, fallback: int) -> int:
+        if self.tokenizer is not None:
+            return len(self.tokenizer.encode(text, add_special_tokens=False)) + (1 if finished else 0)
+        return fallback
+
+    @staticmethod
+    def _split_usage(resp: dict, n_choices: int) -> int:
+        usage = resp.get("usage") or {}
+        total = usage.get("completion_tokens") or 0
+        return int(total) // max(1, n_choices)
+
+    def _complete(self, prompts: list[str], max_new_tokens, temperature, top_p, n, seed) -> list[list[Generation]]:
+        body = {"model": self.model, "prompt": prompts, "max_tokens": max_new_tokens, "temperature": temperature,
+                "top_p": top_p, "n": n}
+        if seed is not None:
+            body["seed"] = seed
+        resp = self._post("completions", body)
+        choices = sorted(resp.get("choices") or [], key=lambda c: c.get("index", 0))
+        if len(choices) != len(prompts) * n:
+            raise RuntimeError(f"{self.base_url}/completions returned {len(choices)} choices for {len(prompts)} "
+                               f"prompt(s) x n={n}.")
+        per = self._split_usage(resp, len(choices))
+        out = []
+        for i in range(len(prompts)):
+            row = []
+            for c in choices[i * n:(i + 1) * n]:
+                text = c.get("text") or ""
+                finished = c.get("finish_reason") == "stop"
+                row.append(Generation(text, self._count(text, finished, per), finished))
+            out.append(row)
+        return out
+
+    def _chat(self, prompt: ChatPrompt, images, max_new_tokens, temperature, top_p, n, seed) -> list[Generation]:
+        messages = _openai_messages(prompt.messages, images)
+        body = {"model": self.model, "messages": messages, "max_tokens": max_new_tokens, "temperature": temperature,
+                "top_p": top_p, "n": n}
+        if prompt.chat_template_kwargs:
+            body["chat_template_kwargs"] = dict(prompt.chat_template_kwargs)
+        if prompt.prefill is not None:
+            body["messages"] = messages + [{"role": "assistant", "content": prompt.prefill}]
+            body.update(add_generation_prompt=False, continue_final_message=True)
+        if seed is not None:
+            body["seed"] = seed
+        resp = self._post("chat/completions", body)
+        choices = sorted(resp.get("choices") or [], key=lambda c: c.get("index", 0))
+        if len(choices) != n:
+            raise RuntimeError(f"{self.base_url}/chat/completions returned {len(choices)} choices for n={n}.")
+        per = self._split_usage(resp, len(choices))
+        out = []
+        for c in choices:
+            msg = c.get("message") or {}
+            content = msg.get("content") or ""
+            reasoning = msg.get("reasoning_content") or msg.get("reasoning") or ""
+            p = self.prefixes
+            if reasoning:  # a server-side reasoning parser split the think block off
+                full = f"{p.open_tag}\n{reasoning.strip(chr(10))}\n{p.close_tag}\n\n{content.lstrip()}"
+            elif content.lstrip().startswith((p.open_tag, p.close_tag)) or prompt.prefill is not None:
+                full = content if prompt.prefill is None else prompt.prefill + content
+            else:  # the template pre-filled the mode's prefix and the server did not echo it
+                full = prompt.prefix + content
+            text = full[len(prompt.prefix):] if prompt.prefix and full.startswith(prompt.prefix) else full
+            finished = c.get("finish_reason") == "stop"
+            out.append(Generation(text, self._count(text, finished, per), finished))
+        return out
+
+    def generate(self, prompts: Sequence, images: Sequence[list] | None = None, *, max_new_tokens: int = 512,
+                 temperature: float = 0.0, top_p: float = 1.0, n: int = 1, seed: int | None = None,
+                 progress=None) -> list[list[Generation]]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        results: list = [None] * len(prompts)
+        text_rows = [i for i, p in enumerate(prompts) if isinstance(p, str)]
+        for i in text_rows:
+            if images and images[i]:
+                raise ValueError(f"prompt {i} has images: pass it as a ChatPrompt (chat_prompt_in_mode), not as "
+                                 "rendered text; /v1/completions takes no images.")
+        chat_rows = [i for i, p in enumerate(prompts) if isinstance(p, ChatPrompt)]
+        if len(text_rows) + len(chat_rows) != len(prompts):
+            raise TypeError("OpenAIBackend prompts must be rendered strings or ChatPrompt objects.")
+        jobs = []
+        for s in range(0, len(text_rows), self.batch_size):
+            idx = text_rows[s:s + self.batch_size]
+            jobs.append((idx, lambda idx=idx: self._complete([prompts[i] for i in idx], max_new_tokens, temperature,
+                                                             top_p, n, seed)))
+        for i in chat_rows:
+            jobs.append(([i], lambda i=i: [self._chat(prompts[i], images[i] if images else None, max_new_tokens,
+                                                      temperature, top_p, n, seed)]))
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            futures = [(idx, pool.submit(fn)) for idx, fn in jobs]
+            for idx, fut in futures:
+                for i, row in zip(idx, fut.result()):
+                    results[i] = row
+                if progress is not None:
+                    progress.update(len(idx))
+        return results
