@@ -89,6 +89,8 @@ class _Timeout(BaseException):
 
 
 _TIMED_OUT = object()
+#: How many checks the time bound has cut short in this process (observable in logs and tests).
+TIMEOUTS = 0
 
 
 def _bounded(fn, *args, seconds: float | None = None):
@@ -120,6 +122,8 @@ def _bounded(fn, *args, seconds: float | None = None):
             if fired:  # drop the exception if it has not been delivered yet
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(tid, ctypes.c_void_p(0))
     except _Timeout:
+        global TIMEOUTS
+        TIMEOUTS += 1
         return _TIMED_OUT
 
 
