@@ -33,6 +33,7 @@ __all__ = [
     "render_prompt",
     "check_generation_prompt",
     "check_think_tokens",
+    "add_think_tokens",
     "PREFIX_MARKER",
     "PREFIX_HOOK",
     "add_prefix_hook",
@@ -408,6 +409,21 @@ def check_think_tokens(tokenizer, prefixes: ModePrefixes | None = None) -> None:
                 "rewards and the mode parser would never see it. Re-register it as a normal added token "
                 "(AddedToken(tag, special=False)) or remove it from the tokenizer's special tokens."
             )
+
+
+def add_think_tokens(tokenizer, prefixes: ModePrefixes | None = None) -> list[int]:
+    """Add the think tags as single *non-special* tokens where the tokenizer lacks them (e.g. Qwen2.5-VL's);
+    return the ids of the tokens added (the model's embeddings must then be resized: annealing learns them).
+    Tags that exist as special tokens are still refused by :func:`check_think_tokens`."""
+    from tokenizers import AddedToken
+
+    p = prefixes or PREFIX_FAMILIES["default"]
+    tok = getattr(tokenizer, "tokenizer", tokenizer)
+    missing = [t for t in (p.open_tag, p.close_tag) if len(tok.encode(t, add_special_tokens=False)) != 1]
+    if missing:
+        tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in missing])
+    check_think_tokens(tok, p)
+    return tok.convert_tokens_to_ids(missing) if missing else []
 
 
 def count_modes(texts: Iterable[str], prefixes: ModePrefixes | None = None) -> dict[str, int]:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .data.io import DataError, load_table
-from .modes import ModeError, ModePrefixes, get_prefixes, parse_response
+from .modes import ModePrefixes, get_prefixes, parse_response
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,6 @@ __all__ = [
     "load_sft_datasets",
     "module_of",
     "param_groups",
-    "AnnealingTrainer",
     "resolve_resume",
     "run",
 ]
@@ -90,6 +89,12 @@ class SFTScriptArguments:
         "help": "Parameter-name fragments that mark the vision tower."})
     projector_modules: list[str] = field(default_factory=lambda: list(DEFAULT_PROJECTOR_MODULES), metadata={
         "help": "Parameter-name fragments that mark the projector (checked first)."})
+    peft_preset: str | None = field(default=None, metadata={
+        "help": "LoRA/QLoRA preset from r4b_trl.peft_presets (lora_lm | lora_lm_vision | qlora_lm); overrides "
+                "use_peft / load_in_4bit."})
+    add_think_tokens: bool = field(default=True, metadata={
+        "help": "Add <think>/</think> as non-special tokens (and resize the embeddings) when the tokenizer lacks "
+                "them, e.g. Qwen2.5-VL. False: refuse such a tokenizer."})
     auto_resume: bool = field(default=True, metadata={
         "help": "Resume from the last checkpoint-* in output_dir when resume_from_checkpoint is not set."})
 
@@ -501,10 +506,9 @@ def resolve_resume(training_args, auto_resume: bool = True) -> str | bool | None
 def run(script_args: SFTScriptArguments, training_args, model_args):
     """Validate the data, build the model and :class:`AnnealingTrainer`, train (resuming if there is a checkpoint)
     and save. Returns the trainer."""
-    from trl import get_peft_config, get_quantization_config
-
-    from .models import is_vision_config, load_config, load_processing_class
-    from .modes import check_think_tokens
+    from .model_card import card_from_training, use_r4b_model_card
+    from .models import is_vision_config, load_config, load_for_training, load_processing_class
+    from .modes import add_think_tokens, check_think_tokens
 
     if not model_args.model_name_or_path:
         raise ValueError("Set model_name_or_path.")
@@ -520,40 +524,48 @@ def run(script_args: SFTScriptArguments, training_args, model_args):
     if "images" in train_ds.column_names and training_args.packing:
         raise DataError("packing is not supported for data with images (TRL); set packing: false for VLM data.")
 
-    # 2. processing class (the model's chat template, or r4b-trl's default when it has none)
+    # 2. processing class (the model's chat template, or r4b-trl's default when it has none) with the think tags
     pc = load_processing_class(model_args.model_name_or_path, trust_remote_code=trust, revision=revision,
                                vision=vision, padding_side="right")
-    try:
+    if script_args.add_think_tokens:
+        added = add_think_tokens(pc, prefixes)
+    else:
         check_think_tokens(pc, prefixes)
-    except ModeError as e:
-        logger.warning("think tags: %s", e)
+        added = []
 
-    # 3. model kwargs (TRL loads the model from its name)
-    init = dict(revision=revision, attn_implementation=model_args.attn_implementation, dtype=model_args.dtype,
-                trust_remote_code=trust)
-    if training_args.model_init_kwargs:
-        init.update(training_args.model_init_kwargs)
-    training_args.model_init_kwargs = {k: v for k, v in init.items() if v is not None}
-    peft_config = get_peft_config(model_args)
-    quantization_config = get_quantization_config(model_args)
-    if quantization_config is not None and peft_config is None:
-        raise ValueError("4/8-bit loading (QLoRA) trains adapters only: set use_peft: true.")
+    # 3. the model (TRL ModelConfig flags or an r4b-trl PEFT preset)
+    if (model_args.load_in_4bit or model_args.load_in_8bit) and not (model_args.use_peft or script_args.peft_preset):
+        raise ValueError("4/8-bit loading (QLoRA) trains adapters only: set use_peft: true or peft_preset: qlora_lm.")
+    model, peft_config = load_for_training(model_args, training_args, script_args.peft_preset, stage="sft")
+    if added:
+        tok = getattr(pc, "tokenizer", pc)
+        rows = model.get_input_embeddings().weight.shape[0]
+        logger.info("added think tokens %s to the tokenizer (%d tokens; the embeddings have %d rows)", added,
+                    len(tok), rows)
+        if len(tok) > rows:  # grow only: padded vocabularies (Qwen: 151936 rows) already have room
+            model.resize_token_embeddings(len(tok), pad_to_multiple_of=64)
+        if peft_config is not None:  # LoRA: the new rows must be trainable too
+            peft_config.trainable_token_indices = list(added)
 
     resume = resolve_resume(training_args, script_args.auto_resume)
     if resume:
         logger.info("resuming from %s", resume)
     multipliers = {"vision": script_args.vision_lr_multiplier, "projector": script_args.projector_lr_multiplier}
     trainer = _trainer_cls()(
-        model=model_args.model_name_or_path, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
-        processing_class=pc, peft_config=peft_config, quantization_config=quantization_config,
+        model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
+        processing_class=pc, peft_config=peft_config,
         lr_multipliers=multipliers, vision_modules=script_args.vision_modules,
         projector_modules=script_args.projector_modules,
     )
+    use_r4b_model_card(trainer, script_args, model_args, stage="sft")
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)
     if trainer.accelerator.is_main_process:
+        card_from_training(training_args.output_dir, script_args, training_args, model_args, stage="sft")
         Path(training_args.output_dir, "r4b_sft.json").write_text(json.dumps({
             "dataset": script_args.dataset_name, "dataset_mixture": script_args.dataset_mixture,
             "rows": len(train_ds), "resumed_from": resume, "lr_multipliers": multipliers,
             "global_step": trainer.state.global_step}, indent=2, default=str) + "\n")
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=script_args.dataset_name)
     return trainer

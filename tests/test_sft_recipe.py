@@ -240,3 +240,33 @@ def test_eval_split_from_a_file(tmp_path, tiny_text_model):
                               "--eval_steps", "1", "--dataset_test_split", str(CURATED / "curated.jsonl")])
     evals = [h for h in trainer.state.log_history if "eval_loss" in h]
     assert len(evals) == 1 and evals[0]["eval_loss"] > 0
+
+
+def test_tokenizer_without_think_tokens_gets_them_and_learns_them(tmp_path, tiny_text_model):
+    """A model whose tokenizer lacks <think>/</think> (as Qwen2.5-VL's does): annealing adds them as non-special
+    tokens, resizes the embeddings, trains them, and saves a tokenizer that keeps them."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(1)
+    src = tmp_path / "no_think"
+    shutil.copytree(tiny_text_model, src)
+    tok_json = json.loads((src / "tokenizer.json").read_text())
+    tok_json["added_tokens"] = [t for t in tok_json["added_tokens"] if t["content"] not in ("<think>", "</think>")]
+    (src / "tokenizer.json").write_text(json.dumps(tok_json))
+    before = AutoTokenizer.from_pretrained(src)
+    assert len(before.encode("<think>", add_special_tokens=False)) > 1
+    out = tmp_path / "annealed"
+    _recipe().main(["--config", str(ROOT / "recipes" / "tiny" / "sft" / "tiny.yaml"), "--model_name_or_path", str(src),
+                    "--dataset_name", str(CURATED), "--output_dir", str(out), "--max_steps", "1",
+                    "--save_strategy", "no"])
+    tok = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    ids = [tok.convert_tokens_to_ids(t) for t in ("<think>", "</think>")]
+    assert all(len(tok.encode(t, add_special_tokens=False)) == 1 for t in ("<think>", "</think>"))
+    assert model.get_input_embeddings().weight.shape[0] >= len(tok) > max(ids)
+    from r4b_trl.modes import check_think_tokens
+
+    check_think_tokens(tok)

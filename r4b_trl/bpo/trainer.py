@@ -385,7 +385,7 @@ class BPOTrainer(GRPOTrainer):
             return False
         if step in self.probe_history.steps():
             return False
-        row = self.run_probe(step)
+        self.run_probe(step)
         rates = [r["think_rate"] for r in sorted(self.probe_history.rows, key=lambda r: r["step"])]
         state = collapse_state(rates, self.args.collapse_low, self.args.collapse_high, self.args.collapse_patience)
         if state is not None:

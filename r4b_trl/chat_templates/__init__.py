@@ -12,8 +12,6 @@ DEFAULT_CHAT_TEMPLATE = resources.files(__name__).joinpath("r4b_default.jinja").
 
 
 def _trl_template(name: str) -> str:
-    import trl.chat_template_utils as ctu  # noqa: F401  (only to locate the package)
-
     return resources.files("trl").joinpath("chat_templates", name).read_text(encoding="utf-8")
 
 
