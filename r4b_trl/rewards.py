@@ -96,20 +96,25 @@ TIMEOUTS = 0
 def _bounded(fn, *args, seconds: float | None = None):
     """``fn(*args)``, or ``_TIMED_OUT`` if it runs longer than ``seconds``.
 
-    A watchdog thread raises :class:`_Timeout` *once* in the calling thread (``PyThreadState_SetAsyncExc``), which,
-    like ``signal.alarm``, interrupts Python code between bytecodes but not a single long C call. Firing once, under
-    a lock, and clearing a not-yet-delivered exception after ``fn`` returns make sure it never escapes this function.
+    A watchdog thread raises :class:`_Timeout` in the calling thread (``PyThreadState_SetAsyncExc``), which, like
+    ``signal.alarm``, interrupts Python code between bytecodes but not a single long C call. An asynchronous
+    exception can land in a finalizer (``__del__``) that happens to run at that moment, where Python swallows it, so
+    the watchdog keeps re-raising every 50 ms until the call stops. Disarming under a lock and clearing any
+    not-yet-delivered exception after ``fn`` returns make sure it never escapes this function.
     """
+    global TIMEOUTS
     seconds = TIMEOUT_S if seconds is None else seconds
     tid = ctypes.c_ulong(threading.get_ident())
     lock, armed, done = threading.Lock(), [True], threading.Event()
 
     def watchdog():
-        if not done.wait(seconds):
+        wait = seconds
+        while not done.wait(wait):
             with lock:
-                if armed[0]:
-                    armed[0] = False
-                    ctypes.pythonapi.PyThreadState_SetAsyncExc(tid, ctypes.py_object(_Timeout))
+                if not armed[0]:
+                    return
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(tid, ctypes.py_object(_Timeout))
+            wait = 0.05
 
     threading.Thread(target=watchdog, name="r4b-reward-watchdog", daemon=True).start()
     try:
@@ -118,11 +123,9 @@ def _bounded(fn, *args, seconds: float | None = None):
         finally:
             done.set()
             with lock:
-                fired, armed[0] = not armed[0], False
-            if fired:  # drop the exception if it has not been delivered yet
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(tid, ctypes.c_void_p(0))
+                armed[0] = False
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(tid, ctypes.c_void_p(0))  # drop an undelivered one
     except _Timeout:
-        global TIMEOUTS
         TIMEOUTS += 1
         return _TIMED_OUT
 
