@@ -95,6 +95,9 @@ class SFTScriptArguments:
     add_think_tokens: bool = field(default=True, metadata={
         "help": "Add <think>/</think> as non-special tokens (and resize the embeddings) when the tokenizer lacks "
                 "them, e.g. Qwen2.5-VL. False: refuse such a tokenizer."})
+    save_merged: bool = field(default=True, metadata={
+        "help": "With LoRA, also save the adapter merged into the base model to <output_dir>/merged (what the BPO "
+                "stage and vLLM load). Skipped for 4/8-bit bases (merging into quantized weights is lossy)."})
     auto_resume: bool = field(default=True, metadata={
         "help": "Resume from the last checkpoint-* in output_dir when resume_from_checkpoint is not set."})
 
@@ -566,6 +569,25 @@ def run(script_args: SFTScriptArguments, training_args, model_args):
             "dataset": script_args.dataset_name, "dataset_mixture": script_args.dataset_mixture,
             "rows": len(train_ds), "resumed_from": resume, "lr_multipliers": multipliers,
             "global_step": trainer.state.global_step}, indent=2, default=str) + "\n")
+    if peft_config is not None and script_args.save_merged:
+        save_merged(trainer, pc, Path(training_args.output_dir) / "merged")
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
     return trainer
+
+
+def save_merged(trainer, processing_class, out: Path) -> Path | None:
+    """Save the LoRA adapter merged into its base model (safetensors) with the processing class."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+        logger.warning("not saving a merged model: the base is quantized (merging into 4/8-bit weights is lossy)")
+        return None
+    if not hasattr(model, "merge_and_unload") or not trainer.accelerator.is_main_process:
+        return None
+    import copy
+
+    merged = copy.deepcopy(model).merge_and_unload()
+    merged.save_pretrained(out, safe_serialization=True)
+    processing_class.save_pretrained(out)
+    logger.info("saved the merged model to %s", out)
+    return out

@@ -120,3 +120,20 @@ def test_recipe_lora_preset(tiny_text_model, tmp_path):
     for step, rows in _dump_steps(out).items():
         modes = [r["forced_mode"] for r in rows]
         assert modes.count("thinking") == modes.count("non_thinking") == 2
+
+
+def test_bpo_configs_start_from_the_shipped_annealing_outputs():
+    """Each GPU BPO config that starts from a local path starts from what a shipped SFT config writes there (its
+    output_dir, or output_dir/merged for a LoRA run)."""
+    produced = set()
+    for p in ROOT.glob("recipes/*/sft/*.yaml"):
+        cfg = yaml.safe_load(p.read_text())
+        produced.add(cfg["output_dir"])
+        if cfg.get("use_peft") or cfg.get("peft_preset"):
+            produced.add(cfg["output_dir"].rstrip("/") + "/merged")
+    for p in BPO_CONFIGS:
+        if "/tiny/" in str(p) or "/demo/" in str(p):
+            continue
+        start = yaml.safe_load(p.read_text())["model_name_or_path"]
+        if start.startswith("outputs/"):
+            assert start in produced, f"{p}: {start} is not written by any shipped SFT config"

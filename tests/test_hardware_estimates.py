@@ -144,10 +144,10 @@ def test_shipped_bpo_configs_carry_the_kl_term():
 def test_changing_a_yaml_value_changes_the_row(tmp_path):
     base = he.setup_from_yaml(ROOT / VL8B_BPO)
     row = he.table([base])
-    more_vllm = he.setup_from_yaml(_edited(tmp_path, VL8B_BPO, vllm_gpu_memory_utilization=0.6))
-    assert he.table([more_vllm]) != row
-    assert he.memory(more_vllm)["vllm_concurrent"] > he.memory(base)["vllm_concurrent"]
-    assert he.step_time(more_vllm)["generation_s"] < he.step_time(base)["generation_s"]
+    less_vllm = he.setup_from_yaml(_edited(tmp_path, VL8B_BPO, vllm_gpu_memory_utilization=0.35))
+    assert he.table([less_vllm]) != row
+    assert he.memory(less_vllm)["vllm_concurrent"] < he.memory(base)["vllm_concurrent"]
+    assert he.step_time(less_vllm)["generation_s"] > he.step_time(base)["generation_s"]
 
     smaller = he.setup_from_yaml(_edited(tmp_path, VL8B_BPO, per_device_train_batch_size=4))
     assert he.memory(smaller)["activations"] == pytest.approx(he.memory(base)["activations"] / 2)
@@ -239,8 +239,8 @@ def test_reference_model_for_full_fine_tuning_only(tmp_path):
     # one more forward pass per sequence: (2 fwd + 4 bwd + 2 recompute + 2 IS + 2 ref) vs (... + 2 IS)
     assert he.step_time(full)["train_s"] / he.step_time(full0)["train_s"] == pytest.approx(12 / 10)
 
-    lora = he.setup_from_yaml(ROOT / VL3B_BPO)
-    lora0 = he.setup_from_yaml(_edited(tmp_path, VL3B_BPO, beta=0.0))
+    lora = he.setup_from_yaml(_edited(tmp_path, VL3B_BPO, use_vllm=False))
+    lora0 = he.setup_from_yaml(_edited(tmp_path, VL3B_BPO, use_vllm=False, beta=0.0))
     assert lora.method == "lora" and lora.beta > 0
     l1, l0 = he.memory(lora), he.memory(lora0)
     assert "reference_model" not in l1 and l1["total"] == pytest.approx(l0["total"])  # adapter disabled = reference
@@ -263,12 +263,13 @@ def test_shipped_setups_fit_and_batches_divide(setup):
 
 def test_sleep_mode_peak_is_the_larger_phase():
     s = he.setup_from_yaml(ROOT / VL8B_BPO)
-    assert s.vllm_sleep and s.vllm_util == 0.35
+    u = yaml.safe_load((ROOT / VL8B_BPO).read_text())["vllm_gpu_memory_utilization"]
+    assert s.vllm_sleep and s.vllm_util == u
     sleep, awake = he.memory(s), he.memory(dataclasses.replace(s, vllm_sleep=False))
     assert sleep["total"] == pytest.approx(max(sleep["train_phase"], sleep["generation_phase"]))
-    assert awake["total"] == pytest.approx(sleep["train_phase"] + 0.35 * 80)
+    assert awake["total"] == pytest.approx(sleep["train_phase"] + u * 80)
     # vLLM's own budget: bf16 weights + overhead + KV cache = vllm_gpu_memory_utilization x card
-    assert sleep["vllm_weights"] + he.VLLM_OVERHEAD_GIB + sleep["vllm_kv_capacity"] == pytest.approx(0.35 * 80)
+    assert sleep["vllm_weights"] + he.VLLM_OVERHEAD_GIB + sleep["vllm_kv_capacity"] == pytest.approx(u * 80)
     assert 0 < sleep["vllm_concurrent"] <= sleep["vllm_rollouts"] == s.micro_batch * s.grad_accum
 
 

@@ -38,7 +38,7 @@ def test_shipped_configs_parse(path):
     assert isinstance(script, SFTScriptArguments) and isinstance(training, SFTConfig)
     assert model.model_name_or_path and (script.dataset_name or script.dataset_mixture)
     if "lora" in path:
-        assert model.use_peft
+        assert model.use_peft or script.peft_preset
     if "full_zero3" in path:
         assert script.vision_lr_multiplier == 0.1 and script.projector_lr_multiplier == 0.1 and not model.use_peft
     if "qwen3-4b" in path or path.endswith("tiny.yaml"):
@@ -224,6 +224,11 @@ def test_lora_step_and_qlora_needs_peft(tmp_path, tiny_vision_model, caplog):
         trainer = _recipe().main(args)
     assert isinstance(trainer.model, PeftModel) and trainer.state.global_step == 1
     assert (tmp_path / "lora" / "adapter_config.json").is_file()
+    # ... and the adapter merged into the base, loadable as a plain model (what BPO and vLLM load).
+    from transformers import AutoModelForImageTextToText
+
+    merged = AutoModelForImageTextToText.from_pretrained(tmp_path / "lora" / "merged")
+    assert not any("lora" in n for n, _ in merged.named_parameters())
     assert "ignored with LoRA" in caplog.text  # the tiny_vision config's LR multipliers do not apply to adapters
     assert all("name" not in g for g in trainer.optimizer.param_groups)
     with pytest.raises(ValueError, match="QLoRA.*use_peft: true"):
