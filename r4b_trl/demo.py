@@ -59,14 +59,29 @@ def load_stages(config: dict) -> list[Stage]:
     return stages
 
 
+def _subst(text: str, out: Path) -> str:
+    return text.replace("{out}", str(out)).replace("{python}", sys.executable).replace("{root}", str(ROOT))
+
+
 def _expand(cmd: list[str], out: Path) -> list[str]:
-    return [a.format(out=str(out), python=sys.executable, root=str(ROOT)) for a in cmd]
+    """Placeholders in the arguments; a YAML argument is rendered (its placeholders filled) into
+    ``<out>/configs/`` and the command points at the rendered copy."""
+    args = []
+    for a in cmd:
+        a = _subst(a, out)
+        if a.endswith((".yaml", ".yml")) and (ROOT / a).is_file() and not os.path.isabs(a):
+            rendered = out / "configs" / a.replace("/", "__")
+            rendered.parent.mkdir(parents=True, exist_ok=True)
+            rendered.write_text(_subst((ROOT / a).read_text(), out))
+            a = str(rendered)
+        args.append(a)
+    return args
 
 
 def fingerprint(stage: Stage, out: Path) -> str:
-    h = hashlib.sha256(json.dumps(_expand(stage.cmd, out)).encode())
+    h = hashlib.sha256(json.dumps([_subst(a, out) for a in stage.cmd]).encode())
     for f in stage.files:
-        p = ROOT / f.format(out=str(out), python=sys.executable, root=str(ROOT))
+        p = ROOT / _subst(f, out)
         if p.is_file():
             h.update(p.read_bytes())
     return h.hexdigest()[:16]
