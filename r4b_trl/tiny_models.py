@@ -1,10 +1,18 @@
 """Offline tiny random-weight models for tests and smoke runs.
 
-    python -m r4b_trl.tiny_models --out DIR --kind text|vision
+    python -m r4b_trl.tiny_models --out DIR --kind text|vision|demo
 
 * ``text``: a Qwen3 causal LM (2 layers, hidden 64) with a byte-level BPE tokenizer trained here with
   ``tokenizers`` (Qwen2-style pre-tokenisation, so ``\\n`` and ``\\n\\n`` are distinct tokens), ``<think>`` and
   ``</think>`` as single *non-special* tokens, and the official Qwen3 chat template.
+* ``demo``: the demo's model (:func:`build_demo_model`): a Qwen3 causal LM (4 layers, hidden 64, ~220k parameters,
+  64 positions) with a *character-level* tokenizer (every character one token, except that ``\\n\\n`` is one
+  token as in Qwen's BPE; ``<|im_start|>``, ``<|im_end|>``, ``<|endoftext|>`` special; ``user``, ``assistant``,
+  ``<think>``, ``</think>`` single non-special tokens) and the Qwen3 chat template. As with Qwen3, the mode is
+  decided by the token right after ``<think>`` (``\\n`` thinking, ``\\n\\n`` non-thinking) and both forced
+  pre-fills contain it (see :func:`mode_decision_tokens`). With a pure character tokenizer
+  (``build_char_tokenizer(pair_newlines=False)``) ``<think>\\n`` would be a prefix of the non-thinking pre-fill
+  and would not force thinking at all (measured: docs/demo_feasibility.md).
 * ``vision``: a Qwen2.5-VL image-text-to-text model (vision depth 2, hidden 32; text hidden 64) with a PIL image
   processor, the same tokenizer and r4b-trl's default (R-4B-style) chat template.
 
@@ -238,13 +246,127 @@ def build_vision_model(out: str | os.PathLike, seed: int = 0) -> Path:
     return out
 
 
-def _write_readme(out: Path, kind: str, model) -> None:
+# --------------------------------------------------------------------------------------------------------------
+# The demo model: character-level tokenizer, from-scratch Qwen3
+# --------------------------------------------------------------------------------------------------------------
+
+#: Special tokens of the demo tokenizer (ids 0..3): padding, turn markers, unknown character.
+DEMO_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|unk|>"]
+#: Whole words the chat template emits, kept as single non-special tokens so prompts stay short.
+DEMO_WORD_TOKENS = ["user", "assistant", "system"]
+
+
+def build_char_tokenizer(pair_newlines: bool = True):
+    """A character-level tokenizer: ``\\n`` and printable ASCII are one token each; the special tokens
+    (:data:`DEMO_SPECIAL_TOKENS`) and ``user``/``assistant``/``system``/``<think>``/``</think>`` are single tokens,
+    the latter five *non-special* (they survive ``decode(skip_special_tokens=True)``). Other characters map to
+    ``<|unk|>``. Pad is ``<|endoftext|>``, EOS is ``<|im_end|>``, padding on the left.
+
+    ``pair_newlines`` (default): ``\\n\\n`` is a single token, as in Qwen's BPE, so the thinking pre-fill
+    ``<think>\\n`` and the non-thinking pre-fill ``<think>\\n\\n</think>\\n\\n`` differ at the token right after
+    ``<think>`` and each *forces* its mode. Without it, ``<think>\\n`` is a token prefix of the non-thinking pre-fill:
+    after a "forced thinking" pre-fill the model can still emit ``\\n`` and answer without thinking."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(DEMO_SPECIAL_TOKENS)}
+    for c in ["\n", "\n\n"] + [chr(i) for i in range(32, 127)]:
+        vocab[c] = len(vocab)
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<|unk|>"))
+    # Every character is a pre-token (and so a token); with pair_newlines a "\n\n" pair is one.
+    pattern = r"\n\n|[\s\S]" if pair_newlines else r"[\s\S]"
+    tk.pre_tokenizer = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
+    tk.decoder = decoders.Fuse()  # concatenate, no spaces
+    tk.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in DEMO_SPECIAL_TOKENS])
+    tk.add_tokens([AddedToken(t, special=False, normalized=False) for t in DEMO_WORD_TOKENS + THINK_TOKENS])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|unk|>",
+        padding_side="left",
+        model_max_length=64,
+    )
+
+
+def mode_decision_tokens(tokenizer, prefixes=None) -> dict:
+    """Which token decides the mode, for a tokenizer and the configured prefixes.
+
+    The thinking and non-thinking pre-fills share a first run of tokens (at least ``<think>``); the *decision
+    token* is the first token where they differ. For each forced mode this says whether that token lies inside
+    the pre-fill (so an RL completion that starts after the pre-fill never trains it) or is generated.
+
+    Returns ``{"shared": [...tokens...], "decision_index": i, "thinking": tok | None, "non_thinking": tok | None,
+    "in_prefix": {"thinking": bool, "non_thinking": bool}}`` where a ``None`` token means "generated: the first
+    reasoning token" (thinking) or "generated: the first answer token" (non-thinking)."""
+    from .modes import get_prefixes
+
+    p = get_prefixes(prefixes)
+    tok = getattr(tokenizer, "tokenizer", tokenizer)
+    ids = {m: tok.encode(p.prefix(m), add_special_tokens=False) for m in ("thinking", "non_thinking")}
+    a, b = ids["thinking"], ids["non_thinking"]
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    names = {m: tok.convert_ids_to_tokens(v) for m, v in ids.items()}
+    return {
+        "prefix_tokens": names,
+        "shared": names["thinking"][:n],
+        "decision_index": n,
+        "thinking": names["thinking"][n] if n < len(a) else None,
+        "non_thinking": names["non_thinking"][n] if n < len(b) else None,
+        "in_prefix": {"thinking": n < len(a), "non_thinking": n < len(b)},
+    }
+
+
+def build_demo_model(out: str | os.PathLike, hidden_size: int = 64, num_layers: int = 4, num_heads: int = 4,
+                     intermediate_size: int | None = None, max_position_embeddings: int = 64, seed: int = 0,
+                     pair_newlines: bool = True) -> Path:
+    """The demo's from-scratch model: Qwen3ForCausalLM (default 4 layers, hidden 64, MLP 3x hidden, 4 heads, full
+    multi-head attention, tied embeddings, ~220k parameters) with :func:`build_char_tokenizer` and the Qwen3 chat
+    template. Saved as safetensors with a ``r4b_tiny.json`` that records the mode-decision tokens."""
+    import torch
+    from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
+
+    from r4b_trl.chat_templates import qwen3_chat_template
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = build_char_tokenizer(pair_newlines)
+    tok.chat_template = qwen3_chat_template()
+    torch.manual_seed(seed)
+    cfg = Qwen3Config(
+        vocab_size=_round_up(len(tok), 8),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size or 3 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        head_dim=hidden_size // num_heads,
+        max_position_embeddings=max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tok.pad_token_id,
+    )
+    model = Qwen3ForCausalLM(cfg)
+    model.generation_config = GenerationConfig(
+        eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id, bos_token_id=None, do_sample=True,
+        temperature=1.0,
+    )
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    _write_readme(out, "demo", model, extra={"decision_tokens": mode_decision_tokens(tok)})
+    return out
+
+
+def _write_readme(out: Path, kind: str, model, extra: dict | None = None) -> None:
     n = sum(p.numel() for p in model.parameters())
     (out / "README.md").write_text(
         f"# tiny r4b-trl {kind} model\n\nRandom weights ({n:,} parameters), built offline by "
         f"`python -m r4b_trl.tiny_models --kind {kind}`. For tests and smoke runs only.\n"
     )
-    (out / "r4b_tiny.json").write_text(json.dumps({"kind": kind, "parameters": n}))
+    (out / "r4b_tiny.json").write_text(json.dumps({"kind": kind, "parameters": n, **(extra or {})}))
 
 
 def build(out: str | os.PathLike, kind: str = "text") -> Path:
@@ -252,13 +374,15 @@ def build(out: str | os.PathLike, kind: str = "text") -> Path:
         return build_text_model(out)
     if kind == "vision":
         return build_vision_model(out)
-    raise ValueError(f"--kind must be 'text' or 'vision', not {kind!r}")
+    if kind == "demo":
+        return build_demo_model(out)
+    raise ValueError(f"--kind must be 'text', 'vision' or 'demo', not {kind!r}")
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="directory to write the model to")
-    parser.add_argument("--kind", choices=["text", "vision"], default="text")
+    parser.add_argument("--kind", choices=["text", "vision", "demo"], default="text")
     args = parser.parse_args(argv)
     path = build(args.out, args.kind)
     print(f"wrote a tiny {args.kind} model to {path}")
