@@ -10,7 +10,7 @@
   token as in Qwen's BPE; ``<|im_start|>``, ``<|im_end|>``, ``<|endoftext|>`` special; ``user``, ``assistant``,
   ``<think>``, ``</think>`` single non-special tokens) and the Qwen3 chat template. As with Qwen3, the mode is
   decided by the token right after ``<think>`` (``\\n`` thinking, ``\\n\\n`` non-thinking) and both forced
-  pre-fills contain it (see :func:`mode_decision_tokens`). With a pure character tokenizer
+  pre-fills contain it (see :func:`r4b_trl.modes.decision_tokens`). With a pure character tokenizer
   (``build_char_tokenizer(pair_newlines=False)``) ``<think>\\n`` would be a prefix of the non-thinking pre-fill
   and would not force thinking at all (measured: docs/demo_feasibility.md).
 * ``vision``: a Qwen2.5-VL image-text-to-text model (vision depth 2, hidden 32; text hidden 64) with a PIL image
@@ -289,36 +289,6 @@ def build_char_tokenizer(pair_newlines: bool = True):
     )
 
 
-def mode_decision_tokens(tokenizer, prefixes=None) -> dict:
-    """Which token decides the mode, for a tokenizer and the configured prefixes.
-
-    The thinking and non-thinking pre-fills share a first run of tokens (at least ``<think>``); the *decision
-    token* is the first token where they differ. For each forced mode this says whether that token lies inside
-    the pre-fill (so an RL completion that starts after the pre-fill never trains it) or is generated.
-
-    Returns ``{"shared": [...tokens...], "decision_index": i, "thinking": tok | None, "non_thinking": tok | None,
-    "in_prefix": {"thinking": bool, "non_thinking": bool}}`` where a ``None`` token means "generated: the first
-    reasoning token" (thinking) or "generated: the first answer token" (non-thinking)."""
-    from .modes import get_prefixes
-
-    p = get_prefixes(prefixes)
-    tok = getattr(tokenizer, "tokenizer", tokenizer)
-    ids = {m: tok.encode(p.prefix(m), add_special_tokens=False) for m in ("thinking", "non_thinking")}
-    a, b = ids["thinking"], ids["non_thinking"]
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    names = {m: tok.convert_ids_to_tokens(v) for m, v in ids.items()}
-    return {
-        "prefix_tokens": names,
-        "shared": names["thinking"][:n],
-        "decision_index": n,
-        "thinking": names["thinking"][n] if n < len(a) else None,
-        "non_thinking": names["non_thinking"][n] if n < len(b) else None,
-        "in_prefix": {"thinking": n < len(a), "non_thinking": n < len(b)},
-    }
-
-
 def build_demo_model(out: str | os.PathLike, hidden_size: int = 64, num_layers: int = 4, num_heads: int = 4,
                      intermediate_size: int | None = None, max_position_embeddings: int = 64, seed: int = 0,
                      pair_newlines: bool = True) -> Path:
@@ -356,7 +326,12 @@ def build_demo_model(out: str | os.PathLike, hidden_size: int = 64, num_layers: 
     )
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
-    _write_readme(out, "demo", model, extra={"decision_tokens": mode_decision_tokens(tok)})
+    from .modes import decision_tokens
+
+    d = decision_tokens(tok)
+    _write_readme(out, "demo", model, extra={"decision_tokens": {
+        "position": d.position, "thinking": d.thinking_token, "non_thinking": d.non_thinking_token,
+        "in_prefix": {"thinking": d.thinking_in_prefix, "non_thinking": d.non_thinking_in_prefix}}})
     return out
 
 

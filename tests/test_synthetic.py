@@ -174,24 +174,27 @@ def test_demo_tokenizer_think_tags_and_template(demo_tok):
 
 
 def test_demo_decision_token_is_right_after_think_and_inside_both_prefixes(demo_tok, demo_model):
-    from r4b_trl.tiny_models import mode_decision_tokens
+    from r4b_trl.modes import decision_tokens
 
-    info = mode_decision_tokens(demo_tok)
+    d = decision_tokens(demo_tok)
     # As with Qwen3's BPE: "<think>" then "\n" (thinking) or "\n\n" (non-thinking); both forced pre-fills hold it.
-    assert info["shared"] == ["<think>"] and info["decision_index"] == 1
-    assert (info["thinking"], info["non_thinking"]) == ("\n", "\n\n")
-    assert info["in_prefix"] == {"thinking": True, "non_thinking": True}
-    assert json.loads(open(f"{demo_model}/r4b_tiny.json").read())["decision_tokens"] == info
+    assert d.position == 1 and demo_tok.convert_ids_to_tokens(d.thinking_ids[0]) == "<think>"
+    assert (d.thinking_token, d.non_thinking_token) == ("\n", "\n\n")
+    assert d.thinking_in_prefix and d.non_thinking_in_prefix
+    saved = json.loads(open(f"{demo_model}/r4b_tiny.json").read())["decision_tokens"]
+    assert saved == {"position": 1, "thinking": "\n", "non_thinking": "\n\n",
+                     "in_prefix": {"thinking": True, "non_thinking": True}}
 
 
 def test_pure_char_tokenizer_would_not_force_thinking():
     """Why the demo tokenizer pairs newlines: one token per character makes "<think>\\n" a token prefix of the
     non-thinking pre-fill, so the decision falls after the thinking pre-fill and "forced thinking" forces nothing."""
-    from r4b_trl.tiny_models import build_char_tokenizer, mode_decision_tokens
+    from r4b_trl.modes import decision_tokens
+    from r4b_trl.tiny_models import build_char_tokenizer
 
-    info = mode_decision_tokens(build_char_tokenizer(pair_newlines=False))
-    assert info["shared"] == ["<think>", "\n"] and info["decision_index"] == 2
-    assert info["thinking"] is None and info["in_prefix"] == {"thinking": False, "non_thinking": True}
+    d = decision_tokens(build_char_tokenizer(pair_newlines=False))
+    assert d.position == 2 and d.thinking_token is None
+    assert not d.thinking_in_prefix and d.non_thinking_in_prefix
 
 
 def test_demo_model_builds_and_generates_in_every_mode(demo_model, demo_tok):
