@@ -11,7 +11,9 @@ finished stages, and writes the final report. It trains and evaluates nothing it
   command and config files); a re-run skips it unless the fingerprint changed or ``--redo NAME`` (or ``all``).
 * Resumable: a killed run restarts the unfinished stage, whose tool resumes itself (checkpoints, curation and
   evaluation files).
-* Placeholders in commands: ``{out}`` (the output dir), ``{python}`` (this interpreter), ``{root}`` (repo root).
+* Placeholders in commands and in the stage configs: ``{out}`` (the output dir), ``{python}`` (this interpreter),
+  ``{root}`` (repo root); stage YAMLs are rendered into ``<output_dir>/configs/``.
+* ``in_process: true`` (the smoke variant) runs the stages inside one interpreter, one after another.
 """
 
 from __future__ import annotations
@@ -98,6 +100,43 @@ def is_done(out: Path, stage: Stage) -> bool:
     return json.loads(p.read_text()).get("fingerprint") == fingerprint(stage, out)
 
 
+def _run_in_process(stage: Stage, out: Path) -> float:
+    """Run a ``{python} script.py ...`` / ``{python} -m module ...`` stage inside this interpreter (one import of
+    torch/transformers/trl for the whole pipeline: the smoke variant's way to stay fast)."""
+    import contextlib
+    import runpy
+
+    cmd = _expand(stage.cmd, out)
+    if cmd[0] != sys.executable:
+        return _run_one(stage, out, stream=True)
+    argv, old_argv, old_cwd = cmd[1:], sys.argv, os.getcwd()
+    if stage.threads:
+        import torch
+
+        torch.set_num_threads(stage.threads)
+    t0 = time.time()
+    try:
+        os.chdir(ROOT)
+        if argv[0] == "-m":
+            sys.argv = [argv[1], *argv[2:]]
+            run = lambda: runpy.run_module(argv[1], run_name="__main__", alter_sys=True)  # noqa: E731
+        else:
+            sys.argv = argv
+            run = lambda: runpy.run_path(argv[0], run_name="__main__")  # noqa: E731
+        with contextlib.suppress(SystemExit):
+            run()
+    except Exception as e:
+        raise RuntimeError(f"demo stage {stage.name!r} failed: {type(e).__name__}: {e}") from e
+    finally:
+        sys.argv = old_argv
+        os.chdir(old_cwd)
+    seconds = time.time() - t0
+    _done_path(out, stage).parent.mkdir(parents=True, exist_ok=True)
+    _done_path(out, stage).write_text(json.dumps({"seconds": seconds, "fingerprint": fingerprint(stage, out),
+                                                  "cmd": cmd, "in_process": True}))
+    return seconds
+
+
 def _run_one(stage: Stage, out: Path, stream: bool) -> float:
     env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
@@ -129,8 +168,9 @@ def _run_one(stage: Stage, out: Path, stream: bool) -> float:
     return seconds
 
 
-def run_stages(stages: list[Stage], out: Path, redo: set[str] = frozenset()) -> dict[str, float]:
-    """Run the stages (skipping cached ones); return wall seconds per stage actually run."""
+def run_stages(stages: list[Stage], out: Path, redo: set[str] = frozenset(), in_process: bool = False) -> dict[str, float]:
+    """Run the stages (skipping cached ones); return wall seconds per stage actually run. ``in_process`` runs them
+    one after another inside this interpreter instead of as subprocesses (pairs run sequentially)."""
     out.mkdir(parents=True, exist_ok=True)
     by_name = {s.name: s for s in stages}
     ran: dict[str, float] = {}
@@ -150,7 +190,10 @@ def run_stages(stages: list[Stage], out: Path, redo: set[str] = frozenset()) -> 
             continue
         names = " + ".join(s.name for s in todo)
         print(f"[{i}/{len(stages)}] {names}: {' / '.join(s.description or s.name for s in todo)}", flush=True)
-        if len(todo) == 1:
+        if in_process:
+            for s in todo:
+                ran[s.name] = _run_in_process(s, out)
+        elif len(todo) == 1:
             ran[todo[0].name] = _run_one(todo[0], out, stream=True)
         else:
             errors, threads = [], []
@@ -197,7 +240,7 @@ def main(argv=None) -> None:
     out = Path(args.output_dir or config.get("output_dir", "demo_output")).resolve()
     stages = load_stages(config)
     t0 = time.time()
-    run_stages(stages, out, set(args.redo))
+    run_stages(stages, out, set(args.redo), in_process=bool(config.get("in_process", False)))
     wall = time.time() - t0
     report_fn = config.get("report")
     if report_fn:

@@ -137,3 +137,15 @@ def test_bpo_configs_start_from_the_shipped_annealing_outputs():
         start = yaml.safe_load(p.read_text())["model_name_or_path"]
         if start.startswith("outputs/"):
             assert start in produced, f"{p}: {start} is not written by any shipped SFT config"
+
+
+def test_probe_subset_is_balanced_across_groups():
+    from datasets import Dataset
+
+    from r4b_trl.bpo.recipe import balanced_subset
+
+    ds = Dataset.from_list([{"group": g, "i": i} for i, g in enumerate(["easy"] * 5 + ["med"] * 20 + ["hard"] * 20)])
+    sub = balanced_subset(ds, "group", 9)
+    assert sorted(sub["group"]) == sorted(["easy"] * 3 + ["med"] * 3 + ["hard"] * 3)
+    assert len(balanced_subset(ds, "group", 40)) == 40 and balanced_subset(ds, "group", 40)["group"].count("easy") == 5
+    assert balanced_subset(ds, None, 4)["i"] == [0, 1, 2, 3]

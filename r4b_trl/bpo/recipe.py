@@ -31,7 +31,8 @@ class BPOScriptArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
     probe_dataset_name: str | None = field(default=None, metadata={"help": "Probe data (default: dataset_name)."})
     probe_split: str | None = field(default=None, metadata={"help": "Probe split; unset = no auto-mode probe."})
-    probe_size: int = field(default=64, metadata={"help": "Probe rows (the first N of the probe split)."})
+    probe_size: int = field(default=64, metadata={"help": "Probe rows: N rows of the probe split, taking the "
+                                                                  "values of group_column in turn when it is set."})
     peft_preset: str | None = field(default=None, metadata={"help": "LoRA/QLoRA preset from r4b_trl.peft_presets "
                                                                     "(lora_lm | lora_lm_vision | qlora_lm); "
                                                                     "overrides use_peft / load_in_4bit."})
@@ -64,12 +65,31 @@ def prepare_split(script_args: BPOScriptArguments, name: str | None, split: str,
     return ds.map(lambda row, idx: to_prompt_row(row, idx, cols), with_indices=True, remove_columns=ds.column_names)
 
 
+def balanced_subset(ds, column: str | None, n: int):
+    """Up to ``n`` rows taking the groups of ``column`` in turn (round-robin, in source order), so a probe drawn
+    from data sorted by difficulty still covers every difficulty; without a column, the first ``n`` rows."""
+    if column is None or column not in ds.column_names:
+        return ds.select(range(min(n, len(ds))))
+    by_group: dict = {}
+    for i, g in enumerate(ds[column]):
+        by_group.setdefault(g, []).append(i)
+    queues = list(by_group.values())
+    picked, k = [], 0
+    while len(picked) < min(n, len(ds)):
+        for q in queues:
+            if k < len(q) and len(picked) < n:
+                picked.append(q[k])
+        k += 1
+    return ds.select(sorted(picked))
+
+
 def prepare_datasets(script_args: BPOScriptArguments):
     train = prepare_split(script_args, None, script_args.dataset_train_split, script_args.max_train_samples)
     evald = prepare_split(script_args, None, script_args.dataset_test_split) if script_args.dataset_test_split else None
     probe = None
     if script_args.probe_split:
-        probe = prepare_split(script_args, script_args.probe_dataset_name, script_args.probe_split, script_args.probe_size)
+        probe = prepare_split(script_args, script_args.probe_dataset_name, script_args.probe_split)
+        probe = balanced_subset(probe, "group" if script_args.group_column else None, script_args.probe_size)
     return train, evald, probe
 
 
