@@ -40,14 +40,27 @@ def test_generator_is_deterministic_per_seed(splits):
 
 
 def test_test_split_is_disjoint_from_every_training_pool(splits):
-    test_q = {r["question"] for r in splits["test"]}
-    assert len(test_q) == len(splits["test"])  # distinct
+    held = [r for r in splits["test"] if r["held_out"]]
+    assert {r["difficulty"] for r in held} == {"med", "hard"}
+    test_q = {r["question"] for r in held}
+    assert len(test_q) == len(held)  # distinct
     for name in SMALL_POOLS:
         assert not test_q & {r["question"] for r in splits[name]}, name
-    # Easy has 100 distinct items: 30 are held out, the 70 others are all the training pools may use.
+    # By default easy (100 distinct two-digit items) is tested on every item, all of them seen in training.
     easy_test = {r["question"] for r in splits["test"] if r["difficulty"] == "easy"}
-    easy_train = {r["question"] for r in splits["pretrain"] if r["difficulty"] == "easy"}
-    assert len(easy_test) == 30 and len(easy_train) == 70
+    assert len(easy_test) == 100
+    assert easy_test == {r["question"] for r in splits["pretrain"] if r["difficulty"] == "easy"}
+
+
+def test_easy_holdout_keeps_held_out_pairs_out_of_every_pool():
+    sp = build_splits(TaskSpec(easy_holdout=30), seed=0, n_test=50, pools=SMALL_POOLS)
+    easy_test = {r["question"] for r in sp["test"] if r["difficulty"] == "easy"}
+    assert len(easy_test) == 30 and all(r["held_out"] for r in sp["test"])
+    for name in SMALL_POOLS:
+        train_easy = {r["question"] for r in sp[name] if r["difficulty"] == "easy"}
+        assert not easy_test & train_easy and len(train_easy) == 70
+    with pytest.raises(ValueError):
+        build_splits(TaskSpec(easy_holdout=60), seed=0, n_test=50, pools=SMALL_POOLS)
 
 
 def test_split_sizes_difficulties_and_uniqueness(splits):
@@ -55,7 +68,7 @@ def test_split_sizes_difficulties_and_uniqueness(splits):
     counts = {}
     for r in splits["test"]:
         counts[r["difficulty"]] = counts.get(r["difficulty"], 0) + 1
-    assert counts == {"easy": 30, "med": 100, "hard": 100}
+    assert counts == {"easy": 100, "med": 100, "hard": 100}
     for name, n in SMALL_POOLS.items():
         rows = splits[name]
         assert len(rows) == 3 * n
@@ -90,6 +103,21 @@ def test_curation_reasoner_hook_takes_a_request_or_a_row():
     want = {"reasoning": "84914", "answer": "4"}
     assert curation_reasoner(SimpleNamespace(question="86523_______=", row={})) == want
     assert curation_reasoner({"question": "86523_______="}) == want
+
+
+def test_copy_style_restates_each_operand_at_a_constant_distance():
+    spec = TaskSpec(width=8, levels={"easy": (2, 2), "med": (4, 4), "hard": (6, 8)}, style="copy")
+    sp = build_splits(spec, seed=0, n_test=50, pools={"pretrain": 100})
+    for r in sp["test"] + sp["pretrain"]:
+        digits = _digits(r["question"])
+        assert len(r["question"]) == 2 * spec.width and r["question"][1:2 * len(digits) - 1:2] == "+" * (len(digits) - 1)
+        want, total = "", 0
+        for d in digits:
+            total = (total + d) % 10
+            want += f"{d}{total}"
+        assert r["trace"] == want == solve_trace(r["question"]) and r["answer"] == want[-1]
+        assert parse_question(r["question"]) == digits
+    assert make_question([8, 6, 5], 3, "copy") == "8+6+5=" and solve_trace("8+6+5__=") == "886459"
 
 
 def test_question_helpers():
@@ -133,7 +161,7 @@ def test_write_task_files(tmp_path):
     assert len(read_jsonl(paths["bimodal_sft"])) == 2 * 90
     assert len(read_jsonl(paths["curation"])) == 60
     meta = json.loads(paths["task"].read_text())
-    assert meta["seed"] == 2 and meta["counts"]["test"] == 30 + 20 + 20
+    assert meta["seed"] == 2 and meta["counts"]["test"] == 20 + 20 + 20
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -12,8 +12,9 @@ which a tiny transformer learns quickly.
 What this module gives the pipeline:
 
 * :func:`build_splits` — seeded question rows (``id``, ``question``, ``answer``, ``difficulty``, ``k``, ``trace``,
-  ``kind``) for named training pools (``pretrain``, ``curation``, ``rl``) and a held-out ``test`` split whose items
-  never appear in any pool (easy has only 100 distinct items, so a fixed subset of them is held out);
+  ``kind``) for named training pools (``pretrain``, ``curation``, ``rl``) and a ``test`` split whose med and hard
+  items never appear in any pool. Easy (k=2) has only 100 distinct items: by default the easy test set is all of
+  them and they are trained on too (``held_out: false``), see :class:`TaskSpec`;
 * :func:`solve_trace` / :func:`reasoner` — the programmatic step-by-step solver (the "reasoning model" of R-4B's
   curation): ``reasoner(row) -> str`` gives a row's reasoning text; :func:`curation_reasoner` wraps it for
   curation's ``module:function`` hook (request in, ``{"reasoning", "answer"}`` out);
@@ -61,6 +62,11 @@ __all__ = [
 
 PAD = "_"
 EQ = "="
+SEP = "+"
+#: ``sum``: ``86523_______=`` with trace ``84914`` (one running sum per step). ``copy``: ``8+6+5+2+3______________=``
+#: with trace ``8864592134`` (each step restates the operand, then the running sum; the operands are ``+``-separated
+#: so that operand i and its restatement stay at a constant distance).
+STYLES = ("sum", "copy")
 #: difficulty -> (min k, max k), inclusive.
 DEFAULT_LEVELS: dict[str, tuple[int, int]] = {"easy": (2, 2), "med": (4, 4), "hard": (8, 12)}
 
@@ -68,14 +74,22 @@ DEFAULT_LEVELS: dict[str, tuple[int, int]] = {"easy": (2, 2), "med": (4, 4), "ha
 @dataclass
 class TaskSpec:
     """The task's parameters. ``width`` is the number of operand slots (the prompt is ``width + 1`` characters);
-    ``levels`` maps a difficulty to its inclusive range of digit counts; ``easy_test_items`` is how many of the
-    100 distinct two-digit items are held out for the test split (the rest may be trained on)."""
+    ``levels`` maps a difficulty to its inclusive range of digit counts.
+
+    ``easy_holdout``: how many ``easy`` items to hold out of training. The default, 0, makes the easy test set
+    *every* easy item (100 for k=2), all of them also in the training pools (``held_out: false`` in the rows):
+    a two-digit item has nowhere to hide, and the measured direct mode *memorises* the pairs it saw (100 %) while
+    staying at chance on unseen pairs (docs/demo_feasibility.md), so held-out easy items would not be "easy" for
+    a direct answer. med and hard test items are always held out of every pool."""
 
     width: int = 12
     levels: dict[str, tuple[int, int]] = field(default_factory=lambda: dict(DEFAULT_LEVELS))
-    easy_test_items: int = 30
+    easy_holdout: int = 0
+    style: str = "sum"
 
     def __post_init__(self):
+        if self.style not in STYLES:
+            raise ValueError(f"style must be one of {STYLES}, not {self.style!r}")
         self.levels = {name: (int(lo), int(hi)) for name, (lo, hi) in self.levels.items()}
         for name, (lo, hi) in self.levels.items():
             if not 1 <= lo <= hi <= self.width:
@@ -97,20 +111,34 @@ class TaskSpec:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def make_question(digits: Iterable[int], width: int = 12) -> str:
-    """``[8, 6, 5, 2, 3]`` -> ``'86523_______='``."""
+def make_question(digits: Iterable[int], width: int = 12, style: str = "sum") -> str:
+    """``[8, 6, 5, 2, 3]`` -> ``'86523_______='`` (``style="copy"``: ``'8+6+5+2+3______________='``)."""
     s = "".join(str(int(d)) for d in digits)
     if not s or len(s) > width or any(not c.isdigit() for c in s):
         raise ValueError(f"need 1..{width} single digits, got {s!r}")
+    if style == "copy":
+        return SEP.join(s).ljust(2 * width - 1, PAD) + EQ
+    if style != "sum":
+        raise ValueError(f"style must be one of {STYLES}, not {style!r}")
     return s.ljust(width, PAD) + EQ
 
 
+def _style_of(question: str) -> str:
+    return "copy" if SEP in question else "sum"
+
+
 def parse_question(question: str) -> list[int]:
-    """The digits of a question (``'86523_______='`` -> ``[8, 6, 5, 2, 3]``). Raises ValueError on anything else."""
+    """The digits of a question (``'86523_______='`` or ``'8+6+5+2+3___…='`` -> ``[8, 6, 5, 2, 3]``). Raises
+    ValueError on anything else."""
     q = question.strip()
     if not q.endswith(EQ):
         raise ValueError(f"not a running-sum question (no trailing {EQ!r}): {question!r}")
     body = q[:-1].rstrip(PAD)
+    if _style_of(q) == "copy":
+        parts = body.split(SEP)
+        if not all(len(x) == 1 and x.isdigit() for x in parts):
+            raise ValueError(f"not a running-sum question: {question!r}")
+        return [int(x) for x in parts]
     if not body or not body.isdigit() or PAD in body:
         raise ValueError(f"not a running-sum question: {question!r}")
     return [int(c) for c in body]
@@ -122,11 +150,13 @@ def answer_of(digits: Iterable[int]) -> str:
 
 def solve_trace(question: str) -> str:
     """The step-by-step reasoning: the running sums mod 10, one digit per operand (``'86523_______='`` ->
-    ``'84914'``). Its last digit is the answer."""
+    ``'84914'``); for a ``copy``-style question each step restates the operand first (``'8864592134'``). Its last
+    digit is the answer."""
+    copy = _style_of(question) == "copy"
     total, out = 0, []
     for d in parse_question(question):
         total = (total + d) % 10
-        out.append(str(total))
+        out.append(f"{d}{total}" if copy else str(total))
     return "".join(out)
 
 
@@ -145,8 +175,8 @@ def curation_reasoner(req) -> dict:
     return {"reasoning": trace, "answer": trace[-1]}
 
 
-def question_row(digits: list[int], difficulty: str, id: str, width: int = 12) -> dict:
-    q = make_question(digits, width)
+def question_row(digits: list[int], difficulty: str, id: str, width: int = 12, style: str = "sum") -> dict:
+    q = make_question(digits, width, style)
     return {"id": id, "question": q, "answer": answer_of(digits), "difficulty": difficulty, "k": len(digits),
             "trace": solve_trace(q), "kind": "exact"}
 
@@ -188,25 +218,33 @@ def _sample_unique(rng: random.Random, lo: int, hi: int, n: int, exclude: set, s
 
 
 def test_split(spec: TaskSpec, n_per_level: int, seed: int = 0) -> list[dict]:
-    """The held-out test rows: ``n_per_level`` distinct items per difficulty (``easy``: ``spec.easy_test_items``
-    items when the level is two digits wide, i.e. 100 items in all)."""
+    """The test rows: ``n_per_level`` distinct held-out items per difficulty (``held_out: true``), except ``easy``:
+    ``spec.easy_holdout`` held-out items, or, when that is 0, up to ``n_per_level`` easy items that the training
+    pools may contain too (``held_out: false``; all 100 for k=2)."""
     rows = []
     for difficulty, (lo, hi) in spec.levels.items():
-        n = min(n_per_level, spec.space(difficulty) // 2)
+        space = spec.space(difficulty)
+        held_out = not (difficulty == "easy" and spec.easy_holdout == 0)
         if difficulty == "easy":
-            n = min(spec.easy_test_items, spec.space(difficulty) // 2)
+            n = spec.easy_holdout or min(n_per_level, space)
+        else:
+            n = n_per_level
+        if held_out and n > space // 2:
+            raise ValueError(f"level {difficulty!r} has {space} items: holding out {n} leaves too few to train on")
         rng = random.Random(_level_seed(seed, "test", difficulty))
-        for i, t in enumerate(_sample_unique(rng, lo, hi, n, set(), spec.space(difficulty))):
-            rows.append(question_row(list(t), difficulty, f"test-{difficulty}-{i:05d}", spec.width))
+        for i, t in enumerate(_sample_unique(rng, lo, hi, n, set(), space)):
+            row = question_row(list(t), difficulty, f"test-{difficulty}-{i:05d}", spec.width, spec.style)
+            row["held_out"] = held_out
+            rows.append(row)
     return rows
 
 
 def train_pool(spec: TaskSpec, name: str, n_per_level: int, test_rows: list[dict], seed: int = 0,
                unique: bool = True) -> list[dict]:
-    """A training pool of ``n_per_level`` items per difficulty, none of them in ``test_rows``. Items are distinct
+    """A training pool of ``n_per_level`` items per difficulty, none of them a held-out test row. Items are distinct
     within the pool while the level has enough of them (``unique``); small levels (easy: 100 items) then repeat.
     Rows are interleaved (shuffled) across difficulties."""
-    excluded = {tuple(int(c) for c in r["question"].rstrip(EQ).rstrip(PAD)) for r in test_rows}
+    excluded = {tuple(parse_question(r["question"])) for r in test_rows if r.get("held_out", True)}
     rows = []
     for difficulty, (lo, hi) in spec.levels.items():
         rng = random.Random(_level_seed(seed, name, difficulty))
@@ -220,7 +258,7 @@ def train_pool(spec: TaskSpec, name: str, n_per_level: int, test_rows: list[dict
             while len(items) < n_per_level:
                 items += _sample_unique(rng, lo, hi, min(available, n_per_level - len(items)), exclude, space)
         for i, t in enumerate(items):
-            rows.append(question_row(list(t), difficulty, f"{name}-{difficulty}-{i:06d}", spec.width))
+            rows.append(question_row(list(t), difficulty, f"{name}-{difficulty}-{i:06d}", spec.width, spec.style))
     random.Random(_level_seed(seed, name, "*shuffle*")).shuffle(rows)
     return rows
 
@@ -326,9 +364,12 @@ def main(argv=None) -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--width", type=int, default=12)
+    ap.add_argument("--style", choices=STYLES, default="sum", help="trace style (see STYLES)")
     ap.add_argument("--levels", type=_levels_arg, default=dict(DEFAULT_LEVELS),
                     help="difficulty=k or difficulty=kmin-kmax, comma-separated (default easy=2,med=4,hard=8-12)")
-    ap.add_argument("--easy-test-items", type=int, default=30)
+    ap.add_argument("--easy-holdout", type=int, default=0,
+                    help="easy items held out of training (default 0: the easy test set is every easy item, "
+                         "also trained on)")
     ap.add_argument("--test", type=int, default=300, help="held-out items per difficulty")
     ap.add_argument("--pretrain", type=int, default=3000, help="pre-training pool items per difficulty")
     ap.add_argument("--curation", type=int, default=3000, help="curation pool items per difficulty")
@@ -336,7 +377,7 @@ def main(argv=None) -> None:
     ap.add_argument("--bimodal", choices=["both", "half", "none"], default="both",
                     help="pre-training set: every item in both modes, a random half thinking, or none")
     a = ap.parse_args(argv)
-    spec = TaskSpec(width=a.width, levels=a.levels, easy_test_items=a.easy_test_items)
+    spec = TaskSpec(width=a.width, levels=a.levels, easy_holdout=a.easy_holdout, style=a.style)
     paths = write_task(a.out, spec, a.seed, a.test, {"pretrain": a.pretrain, "curation": a.curation, "rl": a.rl},
                        a.bimodal)
     for name, p in paths.items():
