@@ -218,6 +218,6 @@ def write_report(out: Path, stage_seconds: dict, config: dict) -> dict:
     print("\n" + headline_table(models))
     print("\nTargets:")
     for t in report["targets"]:
-        print(f"  [{'x' if t['met'] else ' '}] {t['target']}: {t['detail']}")
+        print(f"  [{'x' if t['met'] else ' '}] {t['name']}: {t['target']}: {t['detail']}")
     print(f"\nreport: {out / 'report.md'}")
     return report
