@@ -220,6 +220,18 @@ def run_stages(stages: list[Stage], out: Path, redo: set[str] = frozenset(), in_
     return ran
 
 
+def wall_seconds(stages: list[Stage], seconds: dict[str, float]) -> float:
+    """Pipeline wall time from per-stage seconds: paired stages overlap, so each pair counts its longer stage."""
+    total, seen = 0.0, set()
+    for s in stages:
+        if s.name in seen or s.name not in seconds:
+            continue
+        group = [s.name] + ([s.parallel_with] if s.parallel_with and s.parallel_with in seconds else [])
+        seen.update(group)
+        total += max(seconds[n] for n in group)
+    return total
+
+
 def stage_seconds(out: Path, stages: list[Stage]) -> dict[str, float]:
     secs = {}
     for s in stages:
@@ -247,7 +259,8 @@ def main(argv=None) -> None:
         module, _, fn = report_fn.partition(":")
         import importlib
 
-        getattr(importlib.import_module(module), fn)(out, stage_seconds(out, stages), config)
+        secs = stage_seconds(out, stages)
+        getattr(importlib.import_module(module), fn)(out, secs, {**config, "wall_seconds": wall_seconds(stages, secs)})
     print(f"\nDemo finished in {wall:.0f} s this run; outputs in {out}")
 
 

@@ -45,3 +45,11 @@ def test_smoke_pipeline_report_and_cache(tmp_path):
     assert stdout.count("cached") == len(stages)
     stdout = _demo(out, "--redo", "eval_bpo")
     assert stdout.count("cached") == len(stages) - 1
+
+
+def test_wall_time_counts_overlapping_pairs_once():
+    from r4b_trl.demo import Stage, wall_seconds
+
+    stages = [Stage("a", []), Stage("b", [], parallel_with="c"), Stage("c", []), Stage("d", [])]
+    assert wall_seconds(stages, {"a": 10, "b": 30, "c": 20, "d": 5}) == 45
+    assert wall_seconds(stages, {"a": 10, "c": 20}) == 30  # cached/missing stages are skipped
