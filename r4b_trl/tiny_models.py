@@ -108,31 +108,15 @@ def _round_up(n: int, k: int = 64) -> int:
     return ((n + k - 1) // k) * k
 
 
-def build_text_model(out: str | os.PathLike, hidden_size: int = 64, num_layers: int = 2, seed: int = 0) -> Path:
+def _save_qwen3(out: Path, tok, seed: int, vocab_multiple: int, **config) -> object:
+    """A random-weight Qwen3ForCausalLM for ``tok`` (chat template already set), saved with it as safetensors."""
     import torch
     from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
 
-    from r4b_trl.chat_templates import qwen3_chat_template
-
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tok = build_tokenizer()
-    tok.chat_template = qwen3_chat_template()
     torch.manual_seed(seed)
-    cfg = Qwen3Config(
-        vocab_size=_round_up(len(tok)),
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=hidden_size // 4,
-        max_position_embeddings=4096,
-        tie_word_embeddings=True,
-        bos_token_id=None,
-        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
-        pad_token_id=tok.pad_token_id,
-    )
+    cfg = Qwen3Config(vocab_size=_round_up(len(tok), vocab_multiple), tie_word_embeddings=True, bos_token_id=None,
+                      eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), pad_token_id=tok.pad_token_id, **config)
     model = Qwen3ForCausalLM(cfg)
     model.generation_config = GenerationConfig(
         eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id, bos_token_id=None, do_sample=True,
@@ -140,6 +124,18 @@ def build_text_model(out: str | os.PathLike, hidden_size: int = 64, num_layers: 
     )
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
+    return model
+
+
+def build_text_model(out: str | os.PathLike, hidden_size: int = 64, num_layers: int = 2, seed: int = 0) -> Path:
+    from r4b_trl.chat_templates import qwen3_chat_template
+
+    out = Path(out)
+    tok = build_tokenizer()
+    tok.chat_template = qwen3_chat_template()
+    model = _save_qwen3(out, tok, seed, 64, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                        num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
+                        head_dim=hidden_size // 4, max_position_embeddings=4096)
     _write_readme(out, "text", model)
     return out
 
@@ -295,37 +291,15 @@ def build_demo_model(out: str | os.PathLike, hidden_size: int = 64, num_layers: 
     """The demo's from-scratch model: Qwen3ForCausalLM (default 4 layers, hidden 64, MLP 3x hidden, 4 heads, full
     multi-head attention, tied embeddings, ~220k parameters) with :func:`build_char_tokenizer` and the Qwen3 chat
     template. Saved as safetensors with a ``r4b_tiny.json`` that records the mode-decision tokens."""
-    import torch
-    from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
-
     from r4b_trl.chat_templates import qwen3_chat_template
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     tok = build_char_tokenizer(pair_newlines)
     tok.chat_template = qwen3_chat_template()
-    torch.manual_seed(seed)
-    cfg = Qwen3Config(
-        vocab_size=_round_up(len(tok), 8),
-        hidden_size=hidden_size,
-        intermediate_size=intermediate_size or 3 * hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        num_key_value_heads=num_heads,
-        head_dim=hidden_size // num_heads,
-        max_position_embeddings=max_position_embeddings,
-        tie_word_embeddings=True,
-        bos_token_id=None,
-        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
-        pad_token_id=tok.pad_token_id,
-    )
-    model = Qwen3ForCausalLM(cfg)
-    model.generation_config = GenerationConfig(
-        eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id, bos_token_id=None, do_sample=True,
-        temperature=1.0,
-    )
-    model.save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
+    model = _save_qwen3(out, tok, seed, 8, hidden_size=hidden_size,
+                        intermediate_size=intermediate_size or 3 * hidden_size, num_hidden_layers=num_layers,
+                        num_attention_heads=num_heads, num_key_value_heads=num_heads, head_dim=hidden_size // num_heads,
+                        max_position_embeddings=max_position_embeddings)
     from .modes import decision_tokens
 
     d = decision_tokens(tok)
