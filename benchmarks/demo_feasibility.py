@@ -73,7 +73,7 @@ def load(model_dir):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def evaluate(model, tok, rows, modes=MODES, max_new_tokens: int = 24, batch_size: int = 1024) -> dict:
+def evaluate(model, tok, rows, modes=MODES, max_new_tokens: int = 40, batch_size: int = 1024) -> dict:
     """Greedy accuracy / think rate / mean assistant tokens (pre-fill + generated) per mode and difficulty, plus
     forced-thinking accuracy per k on hard items."""
     from r4b_trl.generation import TransformersBackend, generate_in_mode
@@ -164,8 +164,9 @@ def cmd_setup(a):
     t0 = time.perf_counter()
     spec = TaskSpec(width=a.width, levels=_levels_arg(a.levels) if a.levels else dict(DEFAULT_LEVELS),
                     easy_holdout=a.easy_holdout, style=a.style)
+    pretrain = {lv: (a.pretrain_easy if lv == "easy" and a.pretrain_easy else a.pretrain) for lv in spec.levels}
     paths = write_task(work / "data", spec, seed=a.seed, n_test=a.n_test,
-                       pools={"pretrain": a.pretrain, "curation": a.curation, "rl": a.rl}, bimodal=a.bimodal)
+                       pools={"pretrain": pretrain, "curation": a.curation, "rl": a.rl}, bimodal=a.bimodal)
     from r4b_trl.data.io import read_jsonl
 
     pre = read_jsonl(paths["pretrain"])
@@ -175,7 +176,7 @@ def cmd_setup(a):
     t_model = time.perf_counter() - t0 - t_data
     info = json.loads((work / "model" / "r4b_tiny.json").read_text())
     record(work, "setup", data_seconds=round(t_data, 2), model_seconds=round(t_model, 2), spec=spec.to_dict(),
-           pools={"pretrain": a.pretrain, "curation": a.curation, "rl": a.rl, "test": a.n_test}, bimodal=a.bimodal,
+           pools={"pretrain": pretrain, "curation": a.curation, "rl": a.rl, "test": a.n_test}, bimodal=a.bimodal,
            model=info)
 
 
@@ -541,6 +542,9 @@ def cmd_minirl(a):
             curve.append(probe(it, t_train))
     final = evaluate(model, tok, test)
     print(brief(final))
+    if a.save:
+        model.save_pretrained(work / f"minirl_{a.algo}")
+        tok.save_pretrained(work / f"minirl_{a.algo}")
     record(work, "minirl", algo=a.algo, model=str(a.model), lr=a.lr, prompts=a.prompts, group=a.group,
            iterations=a.iterations, max_new_tokens=a.max_new_tokens, threads=torch.get_num_threads(),
            seconds_per_iteration=round(t_train / a.iterations, 3), curve=curve, final=final)
@@ -583,13 +587,14 @@ def main(argv=None):
         return p
 
     p = common(sub.add_parser("setup"))
-    p.add_argument("--levels", default=None, help="e.g. easy=2,med=4,hard=8-12")
+    p.add_argument("--levels", default=None, help="e.g. easy=2,med=4,hard=8-12 (default: the library's)")
     p.add_argument("--n-test", type=int, default=300)
     p.add_argument("--easy-holdout", type=int, default=0)
-    p.add_argument("--width", type=int, default=12)
-    p.add_argument("--style", default="sum")
-    p.add_argument("--pretrain", type=int, default=6000)
-    p.add_argument("--curation", type=int, default=3000)
+    p.add_argument("--width", type=int, default=8)
+    p.add_argument("--style", default="copy")
+    p.add_argument("--pretrain", type=int, default=1000)
+    p.add_argument("--pretrain-easy", type=int, default=3000, help="easy pre-training items (0: --pretrain)")
+    p.add_argument("--curation", type=int, default=1000)
     p.add_argument("--rl", type=int, default=1000)
     p.add_argument("--bimodal", default="both")
     p.add_argument("--layers", type=int, default=4)
@@ -643,6 +648,7 @@ def main(argv=None):
     p.add_argument("--iterations", type=int, default=150)
     p.add_argument("--max-new-tokens", type=int, default=20)
     p.add_argument("--eval-every", type=int, default=25)
+    p.add_argument("--save", action="store_true")
     p.set_defaults(fn=cmd_minirl)
 
     p = common(sub.add_parser("eval"))

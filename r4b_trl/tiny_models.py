@@ -6,7 +6,7 @@
   ``tokenizers`` (Qwen2-style pre-tokenisation, so ``\\n`` and ``\\n\\n`` are distinct tokens), ``<think>`` and
   ``</think>`` as single *non-special* tokens, and the official Qwen3 chat template.
 * ``demo``: the demo's model (:func:`build_demo_model`): a Qwen3 causal LM (4 layers, hidden 64, ~220k parameters,
-  64 positions) with a *character-level* tokenizer (every character one token, except that ``\\n\\n`` is one
+  96 positions) with a *character-level* tokenizer (every character one token, except that ``\\n\\n`` is one
   token as in Qwen's BPE; ``<|im_start|>``, ``<|im_end|>``, ``<|endoftext|>`` special; ``user``, ``assistant``,
   ``<think>``, ``</think>`` single non-special tokens) and the Qwen3 chat template. As with Qwen3, the mode is
   decided by the token right after ``<think>`` (``\\n`` thinking, ``\\n\\n`` non-thinking) and both forced
@@ -281,12 +281,12 @@ def build_char_tokenizer(pair_newlines: bool = True):
         pad_token="<|endoftext|>",
         unk_token="<|unk|>",
         padding_side="left",
-        model_max_length=64,
+        model_max_length=96,
     )
 
 
 def build_demo_model(out: str | os.PathLike, hidden_size: int = 64, num_layers: int = 4, num_heads: int = 4,
-                     intermediate_size: int | None = None, max_position_embeddings: int = 64, seed: int = 0,
+                     intermediate_size: int | None = None, max_position_embeddings: int = 96, seed: int = 0,
                      pair_newlines: bool = True) -> Path:
     """The demo's from-scratch model: Qwen3ForCausalLM (default 4 layers, hidden 64, MLP 3x hidden, 4 heads, full
     multi-head attention, tied embeddings, ~220k parameters) with :func:`build_char_tokenizer` and the Qwen3 chat

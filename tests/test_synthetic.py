@@ -82,27 +82,42 @@ def test_split_sizes_difficulties_and_uniqueness(splits):
 
 def test_solver_traces_and_answers_are_correct_for_every_item(splits):
     spec = TaskSpec()
+    assert spec.style == "copy"
     for name, rows in splits.items():
         for r in rows:
             digits = _digits(r["question"])
             lo, hi = spec.levels[r["difficulty"]]
             assert lo <= len(digits) == r["k"] <= hi
-            assert len(r["question"]) == spec.width + 1 and r["question"].endswith("=")
+            assert len(r["question"]) == 2 * spec.width and r["question"].endswith("=")
             running, total = [], 0
             for d in digits:
                 total = (total + d) % 10
-                running.append(str(total))
+                running.append(f"{d}{total}")  # copy style: the operand, then the running sum
             assert r["trace"] == "".join(running), r
             assert r["answer"] == str(sum(digits) % 10) == r["trace"][-1]
             assert solve_trace(r["question"]) == r["trace"] == reasoner(r)
 
 
+def test_sum_style_traces_are_running_sums():
+    spec = TaskSpec(width=12, levels={"easy": (2, 2), "med": (4, 4), "hard": (8, 12)}, style="sum")
+    sp = build_splits(spec, seed=0, n_test=50, pools={"pretrain": 100})
+    for r in sp["test"] + sp["pretrain"]:
+        digits = _digits(r["question"])
+        assert len(r["question"]) == spec.width + 1 and "+" not in r["question"]
+        running, total = "", 0
+        for d in digits:
+            total = (total + d) % 10
+            running += str(total)
+        assert r["trace"] == running == solve_trace(r["question"]) and r["answer"] == running[-1]
+
+
 def test_curation_reasoner_hook_takes_a_request_or_a_row():
     from types import SimpleNamespace
 
-    want = {"reasoning": "84914", "answer": "4"}
-    assert curation_reasoner(SimpleNamespace(question="86523_______=", row={})) == want
-    assert curation_reasoner({"question": "86523_______="}) == want
+    want = {"reasoning": "8864592134", "answer": "4"}
+    assert curation_reasoner(SimpleNamespace(question="8+6+5+2+3______=", row={})) == want
+    assert curation_reasoner({"question": "8+6+5+2+3______="}) == want
+    assert curation_reasoner({"question": "86523_______="}) == {"reasoning": "84914", "answer": "4"}
 
 
 def test_copy_style_restates_each_operand_at_a_constant_distance():
@@ -121,10 +136,12 @@ def test_copy_style_restates_each_operand_at_a_constant_distance():
 
 
 def test_question_helpers():
-    assert make_question([8, 6, 5, 2, 3]) == "86523_______="
+    assert make_question([8, 6, 5, 2, 3]) == "8+6+5+2+3______="
+    assert solve_trace("8+6+5+2+3______=") == "8864592134"
+    assert make_question([8, 6, 5, 2, 3], 12, "sum") == "86523_______="
     assert parse_question("86523_______=") == [8, 6, 5, 2, 3]
     assert solve_trace("86523_______=") == "84914"
-    for bad in ("", "12", "1_2_________=", "ab=", "____________="):
+    for bad in ("", "12", "1_2_________=", "ab=", "____________=", "8+66____=", "8++6____="):
         with pytest.raises(ValueError):
             parse_question(bad)
     with pytest.raises(ValueError):
@@ -164,6 +181,18 @@ def test_write_task_files(tmp_path):
     assert meta["seed"] == 2 and meta["counts"]["test"] == 20 + 20 + 20
 
 
+def test_cli_writes_the_files(tmp_path, capsys):
+    from r4b_trl.data.io import read_jsonl
+    from r4b_trl.data.synthetic import main
+
+    main(["--out", str(tmp_path), "--seed", "3", "--test", "10", "--pretrain", "10", "--pretrain-easy", "30",
+          "--curation", "5", "--rl", "5"])
+    pre = read_jsonl(tmp_path / "pretrain.jsonl")
+    assert sum(r["difficulty"] == "easy" for r in pre) == 30 and len(pre) == 50
+    assert len(read_jsonl(tmp_path / "bimodal_sft.jsonl")) == 100
+    assert json.loads((tmp_path / "task.json").read_text())["spec"]["style"] == "copy"
+
+
 # --------------------------------------------------------------------------------------------------------------
 # The demo tokenizer and model
 # --------------------------------------------------------------------------------------------------------------
@@ -193,9 +222,9 @@ def test_demo_tokenizer_think_tags_and_template(demo_tok):
         assert len(ids) == 1, tag
     for tag in ("<think>", "</think>"):
         assert demo_tok.decode(demo_tok.encode(tag, add_special_tokens=False), skip_special_tokens=True) == tag
-    text = "86523_______=\n\n</think>"
+    text = "8+6+5+2+3______=\n\n</think>"
     toks = demo_tok.convert_ids_to_tokens(demo_tok.encode(text, add_special_tokens=False))
-    assert toks == list("86523_______=") + ["\n\n", "</think>"]
+    assert toks == list("8+6+5+2+3______=") + ["\n\n", "</think>"]
     assert demo_tok.convert_ids_to_tokens(demo_tok.encode("\n\n\n", add_special_tokens=False)) == ["\n\n", "\n"]
     assert demo_tok.decode(demo_tok.encode("a b\n1", add_special_tokens=False)) == "a b\n1"
     assert demo_tok.eos_token == "<|im_end|>" and demo_tok.pad_token == "<|endoftext|>"
@@ -235,7 +264,7 @@ def test_demo_model_builds_and_generates_in_every_mode(demo_model, demo_tok):
     assert 150_000 < n < 300_000
     assert model.config.model_type == "qwen3" and model.config.num_hidden_layers == 4
     backend = TransformersBackend(model, demo_tok, batch_size=8)
-    convs = [[{"role": "user", "content": q}] for q in ("86523_______=", "12__________=")]
+    convs = [[{"role": "user", "content": q}] for q in ("8+6+5+2+3______=", "1+2____________=")]
     for mode, prefix in (("auto", "<think>"), ("thinking", "<think>\n"), ("non_thinking", "<think>\n\n</think>\n\n")):
         out = generate_in_mode(backend, demo_tok, convs, mode, max_new_tokens=4, temperature=1.0, n=2, seed=0)
         assert len(out) == 2 and all(len(r) == 2 for r in out)
@@ -262,4 +291,4 @@ def test_demo_sft_row_trains_the_whole_completion(demo_model, demo_tok, tmp_path
     batch = next(iter(trainer.get_train_dataloader()))
     texts = sorted((demo_tok.decode([int(i) for i, l in zip(ids, labels) if int(l) != -100])
                     for ids, labels in zip(batch["input_ids"], batch["labels"])), key=len, reverse=True)
-    assert texts == ["<think>\n84914\n</think>\n\n4<|im_end|>\n", "<think>\n\n</think>\n\n4<|im_end|>\n"]
+    assert texts == ["<think>\n8864592134\n</think>\n\n4<|im_end|>\n", "<think>\n\n</think>\n\n4<|im_end|>\n"]

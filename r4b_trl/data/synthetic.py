@@ -1,13 +1,16 @@
 """The demo's synthetic task: the running sum mod 10 of k single digits, in a fixed-width prompt.
 
-A question is k digits right-padded with ``_`` to a fixed width and followed by ``=`` (``86523_______=``); the
-answer is their sum mod 10 (``4``); the step-by-step reasoning ("trace") is the running sums mod 10, one digit per
-step (``84914``). Difficulty is the number of digits: ``easy`` k=2, ``med`` k=4, ``hard`` k=8..12.
+A question is k digits, ``+``-separated and right-padded with ``_`` to a fixed width, followed by ``=``
+(``8+6+5+2+3______=``, width 8); the answer is their sum mod 10 (``4``); the step-by-step reasoning ("trace")
+restates each operand and writes the running sum mod 10 after it (``8864592134``). Difficulty is the number of
+digits: ``easy`` k=2, ``med`` k=4, ``hard`` k=6..8. The probes' original form (``style="sum"``: ``86523_______=``
+with trace ``84914``, hard k=8..12) is kept as an option.
 
 Why this task (measured in ``shared/reference/toy-probe-2.md`` and ``docs/demo_feasibility.md``): sum mod 10 is
-parity-like, so a tiny model answering in one shot stays at chance (10 %) for k >= 4 while a k-token trace solves
-every k; two digits are answered directly. The fixed width puts trace step i at a constant offset from operand i,
-which a tiny transformer learns quickly.
+parity-like, so a tiny model answering in one shot stays at chance (10 %) for k >= 4 while the trace solves every
+k; two-digit items are answered directly. The fixed width keeps operand i and its restatement in the trace at a
+constant distance. Restating the operand makes the trace learnable in ~300-600 SFT steps instead of the sum style's
+1,100 to >2,000 (a seed-dependent jump); hard k=6..8 instead of 8..12 keeps sequences short (<= 47 tokens).
 
 What this module gives the pipeline:
 
@@ -19,14 +22,14 @@ What this module gives the pipeline:
   curation): ``reasoner(row) -> str`` gives a row's reasoning text; :func:`curation_reasoner` wraps it for
   curation's ``module:function`` hook (request in, ``{"reasoning", "answer"}`` out);
 * :func:`sft_row` / :func:`bimodal_rows` — prompt/completion conversational SFT rows in either mode, written with
-  :class:`r4b_trl.modes.ModePrefixes` (``<think>\\n84914\\n</think>\\n\\n4`` / ``<think>\\n\\n</think>\\n\\n4``).
+  :class:`r4b_trl.modes.ModePrefixes` (``<think>\\n8864592134\\n</think>\\n\\n4`` / ``<think>\\n\\n</think>\\n\\n4``).
 
 CLI::
 
-    python -m r4b_trl.data.synthetic --out DIR --seed 0 [--pretrain 3000 --curation 3000 --rl 1000 --test 300]
+    python -m r4b_trl.data.synthetic --out DIR --seed 0 [--pretrain 1000 --pretrain-easy 3000 --curation 1000 ...]
 
 writes ``test.jsonl``, ``pretrain.jsonl``, ``curation.jsonl``, ``rl.jsonl`` (question rows),
-``bimodal_sft.jsonl`` (the pre-training set, prompt/completion) and ``task.json`` (the task's parameters).
+``bimodal_sft.jsonl`` (the pre-training set from the ``pretrain`` pool, prompt/completion) and ``task.json``.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from .io import write_jsonl
 __all__ = [
     "TaskSpec",
     "DEFAULT_LEVELS",
+    "DEFAULT_POOLS",
     "make_question",
     "parse_question",
     "answer_of",
@@ -68,13 +72,18 @@ SEP = "+"
 #: so that operand i and its restatement stay at a constant distance).
 STYLES = ("sum", "copy")
 #: difficulty -> (min k, max k), inclusive.
-DEFAULT_LEVELS: dict[str, tuple[int, int]] = {"easy": (2, 2), "med": (4, 4), "hard": (8, 12)}
+DEFAULT_LEVELS: dict[str, tuple[int, int]] = {"easy": (2, 2), "med": (4, 4), "hard": (6, 8)}
+#: Pool sizes (items per difficulty). Easy is over-sampled 3x in pre-training: the direct answers to the 100 easy
+#: items (which the annotator needs) are otherwise memorised too late (docs/demo_feasibility.md).
+DEFAULT_POOLS: dict[str, int | dict[str, int]] = {"pretrain": {"easy": 3000, "med": 1000, "hard": 1000},
+                                                  "curation": 1000, "rl": 1000}
 
 
 @dataclass
 class TaskSpec:
     """The task's parameters. ``width`` is the number of operand slots (the prompt is ``width + 1`` characters);
-    ``levels`` maps a difficulty to its inclusive range of digit counts.
+    ``levels`` maps a difficulty to its inclusive range of digit counts; ``style`` is the question/trace form
+    (:data:`STYLES`).
 
     ``easy_holdout``: how many ``easy`` items to hold out of training. The default, 0, makes the easy test set
     *every* easy item (100 for k=2), all of them also in the training pools (``held_out: false`` in the rows):
@@ -82,10 +91,10 @@ class TaskSpec:
     staying at chance on unseen pairs (docs/demo_feasibility.md), so held-out easy items would not be "easy" for
     a direct answer. med and hard test items are always held out of every pool."""
 
-    width: int = 12
+    width: int = 8
     levels: dict[str, tuple[int, int]] = field(default_factory=lambda: dict(DEFAULT_LEVELS))
     easy_holdout: int = 0
-    style: str = "sum"
+    style: str = "copy"
 
     def __post_init__(self):
         if self.style not in STYLES:
@@ -111,8 +120,8 @@ class TaskSpec:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def make_question(digits: Iterable[int], width: int = 12, style: str = "sum") -> str:
-    """``[8, 6, 5, 2, 3]`` -> ``'86523_______='`` (``style="copy"``: ``'8+6+5+2+3______________='``)."""
+def make_question(digits: Iterable[int], width: int = 8, style: str = "copy") -> str:
+    """``[8, 6, 5, 2, 3]`` -> ``'8+6+5+2+3______='`` (``style="sum"``, width 12: ``'86523_______='``)."""
     s = "".join(str(int(d)) for d in digits)
     if not s or len(s) > width or any(not c.isdigit() for c in s):
         raise ValueError(f"need 1..{width} single digits, got {s!r}")
@@ -175,7 +184,7 @@ def curation_reasoner(req) -> dict:
     return {"reasoning": trace, "answer": trace[-1]}
 
 
-def question_row(digits: list[int], difficulty: str, id: str, width: int = 12, style: str = "sum") -> dict:
+def question_row(digits: list[int], difficulty: str, id: str, width: int = 8, style: str = "copy") -> dict:
     q = make_question(digits, width, style)
     return {"id": id, "question": q, "answer": answer_of(digits), "difficulty": difficulty, "k": len(digits),
             "trace": solve_trace(q), "kind": "exact"}
@@ -239,24 +248,26 @@ def test_split(spec: TaskSpec, n_per_level: int, seed: int = 0) -> list[dict]:
     return rows
 
 
-def train_pool(spec: TaskSpec, name: str, n_per_level: int, test_rows: list[dict], seed: int = 0,
+def train_pool(spec: TaskSpec, name: str, n_per_level: int | dict[str, int], test_rows: list[dict], seed: int = 0,
                unique: bool = True) -> list[dict]:
     """A training pool of ``n_per_level`` items per difficulty, none of them a held-out test row. Items are distinct
     within the pool while the level has enough of them (``unique``); small levels (easy: 100 items) then repeat.
-    Rows are interleaved (shuffled) across difficulties."""
+    ``n_per_level`` may be a dict per difficulty (e.g. more easy rows). Rows are interleaved (shuffled) across
+    difficulties."""
     excluded = {tuple(parse_question(r["question"])) for r in test_rows if r.get("held_out", True)}
     rows = []
     for difficulty, (lo, hi) in spec.levels.items():
+        n_level = n_per_level.get(difficulty, 0) if isinstance(n_per_level, dict) else n_per_level
         rng = random.Random(_level_seed(seed, name, difficulty))
         exclude = {t for t in excluded if lo <= len(t) <= hi}
         space = spec.space(difficulty)
         available = space - len(exclude)
         items: list[tuple[int, ...]] = []
-        if unique and n_per_level <= available:
-            items = _sample_unique(rng, lo, hi, n_per_level, exclude, space)
+        if unique and n_level <= available:
+            items = _sample_unique(rng, lo, hi, n_level, exclude, space)
         else:  # repeat the whole (small) level as often as needed
-            while len(items) < n_per_level:
-                items += _sample_unique(rng, lo, hi, min(available, n_per_level - len(items)), exclude, space)
+            while len(items) < n_level:
+                items += _sample_unique(rng, lo, hi, min(available, n_level - len(items)), exclude, space)
         for i, t in enumerate(items):
             rows.append(question_row(list(t), difficulty, f"{name}-{difficulty}-{i:06d}", spec.width, spec.style))
     random.Random(_level_seed(seed, name, "*shuffle*")).shuffle(rows)
@@ -264,11 +275,11 @@ def train_pool(spec: TaskSpec, name: str, n_per_level: int, test_rows: list[dict
 
 
 def build_splits(spec: TaskSpec | None = None, seed: int = 0, n_test: int = 300,
-                 pools: dict[str, int] | None = None) -> dict[str, list[dict]]:
-    """``{"test": [...], <pool name>: [...]}``; pools default to ``pretrain`` 3000, ``curation`` 3000 and ``rl``
-    1000 items per difficulty."""
+                 pools: dict[str, int | dict[str, int]] | None = None) -> dict[str, list[dict]]:
+    """``{"test": [...], <pool name>: [...]}``; pools default to :data:`DEFAULT_POOLS` (a pool's size is items per
+    difficulty, or a dict per difficulty)."""
     spec = spec or TaskSpec()
-    pools = pools if pools is not None else {"pretrain": 3000, "curation": 3000, "rl": 1000}
+    pools = pools if pools is not None else dict(DEFAULT_POOLS)
     test = test_split(spec, n_test, seed)
     out = {"test": test}
     for name, n in pools.items():
@@ -363,22 +374,24 @@ def main(argv=None) -> None:
                                              "test split, bimodal pre-training set).")
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--width", type=int, default=12)
-    ap.add_argument("--style", choices=STYLES, default="sum", help="trace style (see STYLES)")
+    ap.add_argument("--width", type=int, default=8)
+    ap.add_argument("--style", choices=STYLES, default="copy", help="question/trace form (see STYLES)")
     ap.add_argument("--levels", type=_levels_arg, default=dict(DEFAULT_LEVELS),
-                    help="difficulty=k or difficulty=kmin-kmax, comma-separated (default easy=2,med=4,hard=8-12)")
+                    help="difficulty=k or difficulty=kmin-kmax, comma-separated (default easy=2,med=4,hard=6-8)")
     ap.add_argument("--easy-holdout", type=int, default=0,
                     help="easy items held out of training (default 0: the easy test set is every easy item, "
                          "also trained on)")
     ap.add_argument("--test", type=int, default=300, help="held-out items per difficulty")
-    ap.add_argument("--pretrain", type=int, default=3000, help="pre-training pool items per difficulty")
-    ap.add_argument("--curation", type=int, default=3000, help="curation pool items per difficulty")
+    ap.add_argument("--pretrain", type=int, default=1000, help="pre-training pool items per difficulty")
+    ap.add_argument("--pretrain-easy", type=int, default=3000, help="pre-training pool easy items")
+    ap.add_argument("--curation", type=int, default=1000, help="curation pool items per difficulty")
     ap.add_argument("--rl", type=int, default=1000, help="RL prompt pool items per difficulty")
     ap.add_argument("--bimodal", choices=["both", "half", "none"], default="both",
                     help="pre-training set: every item in both modes, a random half thinking, or none")
     a = ap.parse_args(argv)
     spec = TaskSpec(width=a.width, levels=a.levels, easy_holdout=a.easy_holdout, style=a.style)
-    paths = write_task(a.out, spec, a.seed, a.test, {"pretrain": a.pretrain, "curation": a.curation, "rl": a.rl},
+    pretrain = {lv: (a.pretrain_easy if lv == "easy" else a.pretrain) for lv in spec.levels}
+    paths = write_task(a.out, spec, a.seed, a.test, {"pretrain": pretrain, "curation": a.curation, "rl": a.rl},
                        a.bimodal)
     for name, p in paths.items():
         print(f"{name}: {p}")
