@@ -28,9 +28,12 @@ def decision_token_advantages(inputs: dict, per_token_logps: torch.Tensor):
     adv = inputs["advantages"]
     B, T = per_token_logps.shape
     adv2 = (adv.unsqueeze(1).expand(B, T) if adv.dim() == 1 else adv).clone().to(per_token_logps.dtype)
-    log_share = inputs[DEC_LOG_SHARE].to(per_token_logps.device)
     old = inputs.get("old_per_token_logps")
     old0 = (old[:, 0] if old is not None else per_token_logps[:, 0]).detach().to(per_token_logps.dtype)
+    log_share = inputs.get(DEC_LOG_SHARE)
+    if log_share is None:  # no forced decision token in the batch
+        log_share = torch.full_like(old0, float("nan"))
+    log_share = log_share.to(old0.device)
     moved = ~torch.isnan(log_share)
     w = torch.where(moved, torch.exp(old0 - torch.nan_to_num(log_share)), torch.ones_like(old0))
     adv2[:, 0] = inputs[DEC_ADV].to(adv2.dtype) * w
@@ -63,7 +66,10 @@ class DecisionTokenEstimator:
     def _log_decision_metrics(self, inputs, w, old0) -> None:
         """``bpo/decision_weight`` (mean w) and ``bpo/decision_prob/<mode>``: the mean old probability of the forced
         decision token, i.e. on the training prompts the gate P(think) (thinking rows) and 1 − gate (non-thinking)."""
-        thinking = inputs[DEC_THINKING].to(w.device)
+        thinking = inputs.get(DEC_THINKING)
+        if thinking is None:
+            return
+        thinking = thinking.to(w.device)
         rows = {"thinking": thinking == 1.0, "non_thinking": thinking == 0.0}
         p = torch.exp(old0).float()
         stats = [(rows["thinking"] | rows["non_thinking"]), rows["thinking"], rows["non_thinking"]]

@@ -340,7 +340,8 @@ class BPOTrainer(DecisionTokenEstimator, GRPOTrainer):
             sl = slice(lo, lo + len(output["advantages"]))
             dev, dt = output["advantages"].device, output["advantages"].dtype
             output["advantages"] = torch.tensor(seq[sl], device=dev, dtype=dt)
-            output[DEC_ADV] = torch.tensor(dec[sl], device=dev, dtype=dt)
+            if spec.credit == "decision_token":
+                output[DEC_ADV] = torch.tensor(dec[sl], device=dev, dtype=dt)
             mode = "train" if self.model.training else "eval"
             forced_groups = [g for g in groups if g["raw_gap"] is not None]
             if spec.margin > 0 and forced_groups:
