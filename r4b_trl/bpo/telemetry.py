@@ -32,8 +32,9 @@ class RolloutRecord:
     accuracy: float | None
     completion_tokens: int
     truncated: bool
-    completion: str
+    completion: str | None  # gathered on dump steps only
     advantage: float | None = None
+    decision_advantage: float | None = None  # advantage of the decision token (before the estimator's weight)
 
 
 def step_metrics(records: list[RolloutRecord], num_generations: int) -> dict[str, float]:
@@ -68,19 +69,6 @@ def step_metrics(records: list[RolloutRecord], num_generations: int) -> dict[str
     return out
 
 
-def thinking_cost_mask(modes: list[str], correct: list[bool], num_generations: int) -> list[bool]:
-    """Which rollouts pay the thinking cost: correct *thinking* answers in groups where at least one *non-thinking*
-    answer is also correct. Wrong answers never pay (so a cost cannot reward a wrong answer), and a group where only
-    thinking is right pays nothing (so a cost cannot push hard items away from thinking)."""
-    out = [False] * len(modes)
-    for g in range(0, len(modes), num_generations):
-        idx = range(g, min(g + num_generations, len(modes)))
-        if any(modes[i] == "non_thinking" and correct[i] for i in idx):
-            for i in idx:
-                out[i] = modes[i] == "thinking" and correct[i]
-    return out
-
-
 class RolloutDump:
     """``<output_dir>/rollouts/step_<N>.jsonl``: one row per rollout of the generation used from step N."""
 
@@ -104,6 +92,7 @@ class RolloutDump:
                 "mode": r.mode,
                 "reward": None if math.isnan(r.reward) else r.reward,
                 "advantage": r.advantage,
+                "decision_advantage": r.decision_advantage,
                 "completion_tokens": r.completion_tokens,
                 "truncated": r.truncated,
                 "completion": r.completion,
