@@ -4,8 +4,8 @@
 
 Every run is ``recipes/bpo.py`` with ``recipes/demo/bpo.yaml`` plus the variant's options and ``--seed S`` (the RL
 seed: rollout sampling and data order; the starting weights are the same annealed checkpoint for every run), in
-``<out>/ablations/<variant>/seed<S>``. The auto-mode probe runs on the whole held-out test split every
-``--probe_steps`` steps: the **gate** per item (P(thinking decision token), normalised over the two decision tokens),
+``<out>/ablations/<variant>/seed<S>``. The auto-mode probe runs on ``--probe_size`` items of the held-out test split (balanced over difficulties)
+every ``--probe_steps`` steps: the **gate** per item (P(thinking decision token), normalised over the two decision tokens),
 one greedy and one T = 1 auto answer per item. Forced-mode accuracy and length come from the training logs.
 
 Resumable: a finished run leaves ``ablation_run.json`` and is skipped; an interrupted one resumes from its last
@@ -32,11 +32,11 @@ sys.path.insert(0, str(ROOT))
 
 #: name -> (recipes/bpo.py options on top of recipes/demo/bpo.yaml, label)
 VARIANTS = {
+    "bpo_token_margin": (["--train_mode_token", "true", "--thinking_margin", "0.1"],
+                         "BPO + estimator + margin 0.1"),
     "bpo": ([], "paper-faithful BPO"),
     "grpo": (["--force_modes", "false"], "vanilla GRPO"),
     "bpo_token": (["--train_mode_token", "true"], "BPO + decision-token estimator"),
-    "bpo_token_margin": (["--train_mode_token", "true", "--thinking_margin", "0.1"],
-                         "BPO + estimator + margin 0.1"),
     "bpo_token_margin_per_mode": (["--train_mode_token", "true", "--thinking_margin", "0.1",
                                    "--advantage_grouping", "per_mode"], "BPO + estimator + margin + per_mode"),
 }
@@ -58,13 +58,14 @@ def command(out: Path, variant: str, seed: int, args) -> list[str]:
     return [sys.executable, str(ROOT / "recipes" / "bpo.py"), "--config", str(cfg),
             "--output_dir", str(run_dir(out, variant, seed)), "--seed", str(seed), "--max_steps", str(args.steps),
             "--probe_steps", str(args.probe_steps), "--probe_size", str(args.probe_size),
-            "--probe_batch_size", "300", "--save_steps", str(args.save_steps), "--save_total_limit", "1",
+            "--probe_batch_size", str(args.probe_size), "--save_steps", str(args.save_steps), "--save_total_limit", "1",
             "--logging_steps", "10", "--dump_first_steps", "1", "--dump_steps", str(args.steps),
             *VARIANTS[variant][0], *args.extra]
 
 
 def run_all(out: Path, args) -> None:
-    todo = [(v, s) for v in args.variants for s in args.seeds if not (run_dir(out, v, s) / DONE).exists()]
+    # seed-major: every variant's first seed before any second seed (a cut-short run still compares all variants)
+    todo = [(v, s) for s in args.seeds for v in args.variants if not (run_dir(out, v, s) / DONE).exists()]
     print(f"ablation: {len(args.variants) * len(args.seeds) - len(todo)} runs done, {len(todo)} to go "
           f"({args.jobs} at a time)", flush=True)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
@@ -189,7 +190,8 @@ def _cell(p, pct=True):
 
 def markdown(table: dict, data: dict, rec: dict | None, meta: dict) -> str:
     lines = [f"Ablation: {meta['runs']} runs ({len(data)} variants × seeds {meta['seeds']}), {meta['steps']} steps "
-             "each from the same annealed checkpoint; probe on the held-out test split (100 items per difficulty). "
+             f"each from the same annealed checkpoint; probe on {meta['probe_size']} items of the held-out test split "
+             "(balanced over difficulties). "
              "Mean [min–max] across seeds at the last probe step; gate = P(thinking decision token | auto), "
              "normalised over the two decision tokens; think-rates in %.", "",
              "| variant | options | step | gate hard | gate easy | sampled think % hard | sampled think % easy "
@@ -280,6 +282,7 @@ def report(out: Path, args) -> dict:
     runs = [json.loads((run_dir(out, v, s) / DONE).read_text()) for v in args.variants for s in args.seeds
             if (run_dir(out, v, s) / DONE).exists()]
     meta = {"runs": len(runs), "seeds": args.seeds, "steps": args.steps, "probe_steps": args.probe_steps,
+            "probe_size": args.probe_size,
             "run_seconds": [round(r["seconds"]) for r in runs], "machine": args.machine}
     outdir = out / "ablations"
     outdir.mkdir(parents=True, exist_ok=True)
@@ -299,9 +302,9 @@ def main(argv=None) -> None:
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--probe_steps", type=int, default=20)
-    p.add_argument("--probe_size", type=int, default=300)
+    p.add_argument("--probe_size", type=int, default=150)
     p.add_argument("--save_steps", type=int, default=50)
-    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--jobs", type=int, default=3)
     p.add_argument("--machine", default="CPU, 2 cores (shared), 1 thread per run")
     p.add_argument("--report_only", action="store_true")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="further recipes/bpo.py options for every run")
