@@ -32,15 +32,16 @@ sys.path.insert(0, str(ROOT))
 
 #: name -> (recipes/bpo.py options on top of recipes/demo/bpo.yaml, label)
 VARIANTS = {
-    "bpo_token_margin": (["--train_mode_token", "true", "--thinking_margin", "0.1"],
-                         "BPO + estimator + margin 0.1"),
+    "bpo_token_margin": (["--train_mode_token", "true", "--thinking_margin", "0.5"],
+                         "BPO + estimator + margin 0.5"),
     "bpo": ([], "paper-faithful BPO"),
     "grpo": (["--force_modes", "false"], "vanilla GRPO"),
     "bpo_token": (["--train_mode_token", "true"], "BPO + decision-token estimator"),
-    "bpo_token_margin_per_mode": (["--train_mode_token", "true", "--thinking_margin", "0.1",
+    "bpo_token_margin_per_mode": (["--train_mode_token", "true", "--thinking_margin", "0.5",
                                    "--advantage_grouping", "per_mode"], "BPO + estimator + margin + per_mode"),
 }
-DEFAULT_VARIANTS = list(VARIANTS)
+DEFAULT_VARIANTS = list(VARIANTS)  # run order: the candidate first, so a cut-short run still has it
+PLOT_ORDER = ["bpo", "grpo", "bpo_token", "bpo_token_margin", "bpo_token_margin_per_mode"]
 LEVELS = ("hard", "easy")
 DONE = "ablation_run.json"
 
@@ -73,6 +74,12 @@ def run_all(out: Path, args) -> None:
                HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
     running: list = []
     t_start = time.time()
+    for v, s in list(todo):  # a run still going from an earlier (killed) invocation is waited for, not restarted
+        pid = _live_pid(run_dir(out, v, s))
+        if pid is not None:
+            todo.remove((v, s))
+            running.append((v, s, command(out, v, s, args), time.time(), None, pid))
+            print(f"  adopt {v} seed {s} (pid {pid}, still running)", flush=True)
     while todo or running:
         while todo and len(running) < args.jobs:
             v, s = todo.pop(0)
@@ -80,12 +87,23 @@ def run_all(out: Path, args) -> None:
             d.mkdir(parents=True, exist_ok=True)
             cmd = command(out, v, s, args)
             log = open(d / "train.log", "a")
-            running.append((v, s, cmd, time.time(), log, subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log,
-                                                                          stderr=subprocess.STDOUT)))
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            (d / "pid").write_text(str(proc.pid))
+            running.append((v, s, cmd, time.time(), log, proc))
             print(f"  start {v} seed {s}", flush=True)
         time.sleep(2)
         for job in list(running):
             v, s, cmd, t0, log, proc = job
+            if isinstance(proc, int):  # adopted: finished when the process is gone; success = the final probe
+                if _alive(proc):
+                    continue
+                running.remove(job)
+                if not _finished(run_dir(out, v, s), args.steps):
+                    raise SystemExit(f"ablation run {v} seed {s} (adopted pid {proc}) ended before step "
+                                     f"{args.steps}; rerun to resume it from its checkpoint.")
+                (run_dir(out, v, s) / DONE).write_text(json.dumps({"seconds": None, "cmd": cmd, "adopted": True}))
+                print(f"  done  {v} seed {s} (adopted)", flush=True)
+                continue
             if proc.poll() is None:
                 continue
             running.remove(job)
@@ -96,6 +114,31 @@ def run_all(out: Path, args) -> None:
             secs = time.time() - t0
             (run_dir(out, v, s) / DONE).write_text(json.dumps({"seconds": secs, "cmd": cmd}))
             print(f"  done  {v} seed {s} in {secs:.0f} s (elapsed {time.time() - t_start:.0f} s)", flush=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:  # a zombie or a recycled pid is not our run
+        return "recipes/bpo.py" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return True
+
+
+def _live_pid(d: Path) -> int | None:
+    p = d / "pid"
+    if not p.exists():
+        return None
+    pid = int(p.read_text())
+    return pid if _alive(pid) else None
+
+
+def _finished(d: Path, steps: int) -> bool:
+    p = d / "probe_history.jsonl"
+    rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.exists() else []
+    return (d / "model.safetensors").exists() and any(r["step"] == steps for r in rows)
 
 
 # ------------------------------------------------------------------------------------------------ curves
@@ -196,7 +239,7 @@ def markdown(table: dict, data: dict, rec: dict | None, meta: dict) -> str:
              "normalised over the two decision tokens; think-rates in %.", "",
              "| variant | options | step | gate hard | gate easy | sampled think % hard | sampled think % easy "
              "| greedy think % hard / easy | auto acc % hard | auto tokens |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for v, t in table.items():
+    for v, t in sorted(table.items(), key=lambda kv: PLOT_ORDER.index(kv[0]) if kv[0] in PLOT_ORDER else 99):
         g = lambda k, pct=True: _cell(t.get(k), pct)  # noqa: E731
         lines.append(f"| {v} | `{data[v]['options']}` | {t['step']} | {g('gate/hard', False)} | {g('gate/easy', False)} "
                      f"| {g('sampled_think_rate/hard')} | {g('sampled_think_rate/easy')} "
@@ -220,9 +263,8 @@ def _panels(data: dict, title: str, series: list[tuple[str, str, str]], ylabel: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(data)
-    fig, axes = plt.subplots(1, len(names), figsize=(3.3 * len(names) + 0.6, 3.9), sharey=True, squeeze=False)
-    plt.rcParams.update({"font.size": 11})
+    names = sorted(data, key=lambda v: PLOT_ORDER.index(v) if v in PLOT_ORDER else len(PLOT_ORDER))
+    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names) + 0.6, 3.9), sharey=True, squeeze=False)
     for ax, v in zip(axes[0], names):
         ends = []
         for curve, label, color in series:
@@ -235,6 +277,7 @@ def _panels(data: dict, title: str, series: list[tuple[str, str, str]], ylabel: 
                             alpha=0.2, lw=0)
             ax.plot(steps, mean, color=color, lw=2, marker="o", ms=3)
             ends.append([steps[-1], mean[-1], label, color])
+            ax.set_xlim(0, steps[-1] * 1.3)  # room for the end labels inside the panel
         ends.sort(key=lambda e: e[1])  # keep end labels apart vertically
         lo, hi = ylim or ax.get_ylim()
         gap = 0.09 * (hi - lo)
@@ -251,7 +294,7 @@ def _panels(data: dict, title: str, series: list[tuple[str, str, str]], ylabel: 
         ax.tick_params(labelsize=10)
     axes[0][0].set_ylabel(ylabel, fontsize=11)
     n = max((len(d["seeds"]) for d in data.values()), default=0)
-    fig.suptitle(f"{title}  (line: mean of {n} seeds; band: min–max)", fontsize=13)
+    fig.suptitle(f"{title}  (line: mean of {n} seed{'s' if n != 1 else ''}; band: min–max)", fontsize=13)
     fig.tight_layout(rect=(0, 0, 0.97, 0.95))
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -283,7 +326,7 @@ def report(out: Path, args) -> dict:
             if (run_dir(out, v, s) / DONE).exists()]
     meta = {"runs": len(runs), "seeds": args.seeds, "steps": args.steps, "probe_steps": args.probe_steps,
             "probe_size": args.probe_size,
-            "run_seconds": [round(r["seconds"]) for r in runs], "machine": args.machine}
+            "run_seconds": [round(r["seconds"]) for r in runs if r.get("seconds")], "machine": args.machine}
     outdir = out / "ablations"
     outdir.mkdir(parents=True, exist_ok=True)
     files = plots(data, outdir) if data else []
