@@ -853,36 +853,48 @@ def render_report(results: dict) -> str:
 
 
 def plot_pareto(results: dict, path: str | Path) -> Path:
-    """Accuracy (%) against mean output tokens: one point per mode per benchmark, modes of a benchmark joined."""
+    """Accuracy (%) against mean output tokens: one panel per benchmark, one labelled point per mode (auto's label
+    carries its gate when measured), the modes of a benchmark joined by a line."""
+    import math
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     markers = {"auto": "o", "thinking": "^", "non_thinking": "s"}
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    plotted = 0
-    for k, (name, bench) in enumerate(results["benchmarks"].items()):
-        color = f"C{k % 10}"
+    offsets = {"auto": ((7, 6), "left"), "thinking": ((-7, -13), "right"), "non_thinking": ((7, -13), "left")}
+    benches = []
+    for name, bench in results["benchmarks"].items():
         pts = [(m, bench[m]["mean_tokens"], bench[m]["accuracy"]) for m in MODE_ORDER
                if m in bench and bench[m]["mean_tokens"] is not None and bench[m]["accuracy"] is not None]
+        benches.append((name, bench, pts))
+    cols = max(1, min(3, len(benches)))
+    rows = max(1, math.ceil(len(benches) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.8 * rows), dpi=110, squeeze=False)
+    for ax in axes.flat[len(benches):]:
+        ax.axis("off")
+    for ax, (name, bench, pts) in zip(axes.flat, benches):
         if not pts:
-            continue
+            ax.text(0.5, 0.5, "no scorable results", ha="center", va="center", transform=ax.transAxes, fontsize=11)
         line = sorted(pts, key=lambda p: p[1])
-        ax.plot([p[1] for p in line], [100 * p[2] for p in line], color=color, alpha=0.4, lw=1)
+        ax.plot([p[1] for p in line], [100 * p[2] for p in line], color="#888888", lw=1, zorder=1)
         for m, x, y in pts:
-            ax.scatter([x], [100 * y], color=color, marker=markers[m], s=50, zorder=3,
-                       label=name if m == pts[0][0] else None)
-            ax.annotate(m, (x, 100 * y), textcoords="offset points", xytext=(5, 4), fontsize=7)
-            plotted += 1
-    ax.set_xlabel("mean output tokens")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title("Accuracy vs tokens per mode (o auto, ^ thinking, s non_thinking)", fontsize=9)
-    ax.grid(alpha=0.3)
-    if plotted:
-        ax.legend(fontsize=7, loc="best")
-    else:
-        ax.text(0.5, 0.5, "no scorable results", ha="center", va="center", transform=ax.transAxes)
+            ax.scatter([x], [100 * y], marker=markers[m], s=70, color="#2471a3" if m == "auto" else "#555555",
+                       zorder=3)
+            label = m
+            if m == "auto" and bench[m].get("gate") is not None:
+                label += f" (gate {bench[m]['gate']:.2f})"
+            (dx, dy), ha = offsets[m]
+            ax.annotate(label, (x, 100 * y), textcoords="offset points", xytext=(dx, dy), ha=ha, fontsize=10)
+        ax.set_title(name, fontsize=11)
+        ax.set_xlabel("mean output tokens", fontsize=10)
+        ax.set_ylabel("accuracy (%)", fontsize=10)
+        ax.set_ylim(-8, 112)
+        ax.set_xlim(left=0, right=max([p[1] for p in pts] + [1]) * 1.35)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=9)
+    fig.suptitle("Accuracy vs output tokens, per mode", fontsize=12)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
