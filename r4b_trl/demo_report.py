@@ -163,7 +163,8 @@ def _curve_panels(path: Path, probes: dict, labels: dict, title: str, series: li
             pts = [(s, y) for s, y in zip(steps, ys) if y is not None]
             if not pts:
                 continue
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color, lw=lw, alpha=alpha, marker=marker, ms=5)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color, lw=lw, alpha=alpha, marker=marker,
+                    ms=7 if marker == "o" else 6, mew=1.5)
             ends.append([pts[-1][0], pts[-1][1], label, color])
         ax.axhline(0.5, color="#999999", lw=0.8, ls=":")
         ax.set_ylim(-0.04, 1.04)
@@ -192,7 +193,7 @@ def _accuracy_vs_tokens(path: Path, models: dict, labels: dict) -> None:
     fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names) + 0.6, 3.9), sharey=True, sharex=True,
                              squeeze=False)
     short = {"auto": "auto", "thinking": "think", "non_thinking": "direct"}
-    offsets = {"auto": (6, 6), "thinking": (6, -12), "non_thinking": (-8, -14)}
+    offsets = {"auto": (7, 6), "thinking": (-7, -14), "non_thinking": (7, -14)}
     for ax, name in zip(axes[0], names):
         for level, color in (("hard", HARD), ("easy", EASY)):
             for mode, marker in (("thinking", "^"), ("non_thinking", "s"), ("auto", "o")):
@@ -203,13 +204,15 @@ def _accuracy_vs_tokens(path: Path, models: dict, labels: dict) -> None:
                            color=color, edgecolor="black" if mode == "auto" else "none", zorder=3)
                 ax.annotate(f"{short[mode]} {level}", (v["mean_tokens"], 100 * v["accuracy"]), fontsize=9,
                             color=color, xytext=offsets[mode], textcoords="offset points",
-                            ha="right" if mode == "non_thinking" else "left")
+                            ha="right" if mode == "thinking" else "left")
         ax.set_title(labels.get(name, name), fontsize=11)
         ax.set_xlabel("mean output tokens", fontsize=11)
         ax.set_ylim(-8, 112)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=10)
-    axes[0][0].set_xlim(left=0)
+    xmax = max([v["mean_tokens"] for m in models.values() for md in m.values() for v in md.values()
+                if v and v.get("mean_tokens") is not None] + [1])
+    axes[0][0].set_xlim(0, 1.25 * xmax)
     axes[0][0].set_ylabel("accuracy (%)", fontsize=11)
     fig.suptitle("Accuracy vs tokens, greedy, held-out test (auto: circled)", fontsize=13)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
@@ -219,19 +222,20 @@ def _accuracy_vs_tokens(path: Path, models: dict, labels: dict) -> None:
 
 def _plots(out: Path, models: dict, probes: dict, labels: dict) -> list[str]:
     files = []
-    thick, thin = (4.0, 0.45, None), (1.8, 1.0, "o")
+    # hard: circles, easy: crosses drawn on top, so equal curves stay visible
+    thick, hard_thin, easy_thin = (4.0, 0.45, None), (1.8, 1.0, "o"), (1.2, 1.0, "x")
     if probes:
         _curve_panels(out / "gate.png", probes, labels, "Does the model learn when to think?  Gate = P(think | auto) "
                       "per difficulty (dotted: 0.5, greedy thinks above)",
-                      [("gate", "hard", "hard", HARD, thin), ("gate", "med", "med", MED, (1.2, 0.8, None)),
-                       ("gate", "easy", "easy", EASY, thin)], "mean gate on probe items")
+                      [("gate", "hard", "hard", HARD, hard_thin), ("gate", "med", "med", MED, (1.2, 0.8, None)),
+                       ("gate", "easy", "easy", EASY, easy_thin)], "mean gate on probe items")
         files.append("gate.png")
         _curve_panels(out / "think_rate.png", probes, labels, "How often does auto mode think?  Sampled at T = 1 "
                       "(thick) and greedy (thin, dots)",
                       [("sampled_think_rate", "hard", "hard T=1", HARD, thick),
                        ("sampled_think_rate", "easy", "easy T=1", EASY, thick),
-                       ("think_rate", "hard", "hard greedy", HARD, thin),
-                       ("think_rate", "easy", "easy greedy", EASY, thin)], "share of auto answers that think")
+                       ("think_rate", "hard", "hard greedy", HARD, hard_thin),
+                       ("think_rate", "easy", "easy greedy", EASY, easy_thin)], "share of auto answers that think")
         files.append("think_rate.png")
     if models:
         _accuracy_vs_tokens(out / "accuracy_vs_tokens.png", models, labels)
