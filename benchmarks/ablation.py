@@ -188,20 +188,25 @@ def collect(out: Path, variants, seeds) -> dict:
                 pts[st] = {"mean": sum(vals) / len(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
             curves[name] = pts
         res[v] = {"label": VARIANTS[v][1], "options": " ".join(VARIANTS[v][0]) or "(defaults)",
-                  "seeds": [s for s, c in zip(seeds, per_seed) if c], "curves": curves}
+                  "seeds": [s for s, c in zip(seeds, per_seed) if c], "curves": curves,
+                  "last_step": {s: max(c["gate/hard"]) for s, c in zip(seeds, per_seed) if c.get("gate/hard")}}
     return res
 
 
 def final_table(data: dict) -> dict:
-    """Per variant, the last probe step that every seed reached: mean and range of the headline numbers."""
+    """Per variant, at the last probe step (the horizon): mean and range over the seeds that reached it (``n``; a
+    run cut short is left out there and its last step is listed under ``short``)."""
     table = {}
     for v, d in data.items():
         gh = d["curves"].get("gate/hard", {})
-        full = [st for st, p in gh.items() if p["n"] == len(d["seeds"])]
-        if not full:
+        if not gh:
             continue
-        st = max(full)
-        table[v] = {"step": st, **{k: d["curves"][k][st] for k in (
+        st = max(gh)
+        short = {}
+        for s, last in d.get("last_step", {}).items():
+            if last < st:
+                short[s] = last
+        table[v] = {"step": st, "n": gh[st]["n"], "short": short, **{k: d["curves"][k][st] for k in (
             "gate/hard", "gate/easy", "sampled_think_rate/hard", "sampled_think_rate/easy", "think_rate/hard",
             "think_rate/easy", "accuracy/hard", "accuracy/easy", "mean_tokens/all") if st in d["curves"].get(k, {})}}
     return table
@@ -214,7 +219,8 @@ def recommend(table: dict, data: dict | None = None) -> dict | None:
     sep = {v: t["gate/hard"]["min"] - t["gate/easy"]["max"] for v, t in table.items() if "gate/hard" in t}
     if not sep:
         return None
-    meets = [v for v, t in table.items() if v in sep and t["gate/hard"]["min"] >= 0.9 and t["gate/easy"]["max"] <= 0.1]
+    meets = [v for v, t in table.items() if v in sep and not t["short"] and t["gate/hard"]["min"] >= 0.9
+             and t["gate/easy"]["max"] <= 0.1]
     n_opts = lambda v: len(VARIANTS.get(v, ([],))[0])  # noqa: E731
     if meets:
         best = min(meets, key=lambda v: (n_opts(v), -sep[v]))
@@ -239,11 +245,13 @@ def markdown(table: dict, data: dict, rec: dict | None, meta: dict) -> str:
              "(balanced over difficulties). "
              "Mean [min–max] across seeds at the last probe step; gate = P(thinking decision token | auto), "
              "normalised over the two decision tokens; think-rates in %.", "",
-             "| variant | options | step | gate hard | gate easy | sampled think % hard | sampled think % easy "
+             "| variant | options | step (seeds) | gate hard | gate easy | sampled think % hard | sampled think % easy "
              "| greedy think % hard / easy | auto acc % hard | auto tokens |", "|---|---|---|---|---|---|---|---|---|---|"]
     for v, t in sorted(table.items(), key=lambda kv: PLOT_ORDER.index(kv[0]) if kv[0] in PLOT_ORDER else 99):
         g = lambda k, pct=True: _cell(t.get(k), pct)  # noqa: E731
-        lines.append(f"| {v} | `{data[v]['options']}` | {t['step']} | {g('gate/hard', False)} | {g('gate/easy', False)} "
+        cut = "".join(f"; seed {s} at step {st}" for s, st in t["short"].items())
+        lines.append(f"| {v} | `{data[v]['options']}` | {t['step']} ({t['n']}{cut}) | {g('gate/hard', False)} "
+                     f"| {g('gate/easy', False)} "
                      f"| {g('sampled_think_rate/hard')} | {g('sampled_think_rate/easy')} "
                      f"| {g('think_rate/hard')} / {g('think_rate/easy')} | {g('accuracy/hard')} "
                      f"| {_cell(t.get('mean_tokens/all'), False)} |")
