@@ -266,8 +266,9 @@ def markdown(table: dict, data: dict, rec: dict | None, meta: dict) -> str:
 
 def _panels(data: dict, title: str, series: list[tuple[str, str, str]], ylabel: str, path: Path,
             ylim=None) -> None:
-    """One panel per variant; each series (curve name, label, colour) a mean line with its min–max band, labelled
-    at its right end (no legend)."""
+    """One panel per variant; each series (curve name, label, colour[, style]) a mean line with its min–max band,
+    labelled at its right end (no legend). Styles differ (width, marker) so that equal curves stay visible: the
+    series drawn first is thick and light, later ones thinner with their own markers."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -277,7 +278,8 @@ def _panels(data: dict, title: str, series: list[tuple[str, str, str]], ylabel: 
     fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names) + 0.6, 3.9), sharey=True, squeeze=False)
     for ax, v in zip(axes[0], names):
         ends = []
-        for curve, label, color in series:
+        for curve, label, color, *style in series:
+            lw, alpha, marker = style[0] if style else (2.0, 1.0, "o")
             pts = data[v]["curves"].get(curve)
             if not pts:
                 continue
@@ -285,14 +287,18 @@ def _panels(data: dict, title: str, series: list[tuple[str, str, str]], ylabel: 
             mean = [pts[s]["mean"] for s in steps]
             ax.fill_between(steps, [pts[s]["min"] for s in steps], [pts[s]["max"] for s in steps], color=color,
                             alpha=0.2, lw=0)
-            ax.plot(steps, mean, color=color, lw=2, marker="o", ms=3)
+            ax.plot(steps, mean, color=color, lw=lw, alpha=alpha, marker=marker, ms=5, mew=1.3)
             ends.append([steps[-1], mean[-1], label, color])
             ax.set_xlim(0, steps[-1] * 1.3)  # room for the end labels inside the panel
-        ends.sort(key=lambda e: e[1])  # keep end labels apart vertically
+        ends.sort(key=lambda e: e[1])  # keep end labels apart vertically, inside the axes
         lo, hi = ylim or ax.get_ylim()
         gap = 0.09 * (hi - lo)
         for i in range(1, len(ends)):
             ends[i][1] = max(ends[i][1], ends[i - 1][1] + gap)
+        if ends and ends[-1][1] > hi - gap / 2:
+            ends[-1][1] = hi - gap / 2
+            for i in range(len(ends) - 2, -1, -1):
+                ends[i][1] = min(ends[i][1], ends[i + 1][1] - gap)
         for x, y, label, color in ends:
             ax.annotate(label, (x, y), xytext=(4, 0), textcoords="offset points", color=color, fontsize=10,
                         fontweight="bold", va="center", annotation_clip=False)
@@ -303,8 +309,9 @@ def _panels(data: dict, title: str, series: list[tuple[str, str, str]], ylabel: 
             ax.set_ylim(*ylim)
         ax.tick_params(labelsize=10)
     axes[0][0].set_ylabel(ylabel, fontsize=11)
-    n = max((len(d["seeds"]) for d in data.values()), default=0)
-    fig.suptitle(f"{title}  (line: mean of {n} seed{'s' if n != 1 else ''}; band: min–max)", fontsize=13)
+    ns = sorted({len(d["seeds"]) for d in data.values()}) or [0]
+    n = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
+    fig.suptitle(f"{title}  (line: mean of {n} seed{'s' if n != '1' else ''}; band: min–max)", fontsize=13)
     fig.tight_layout(rect=(0, 0, 0.97, 0.95))
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -312,19 +319,22 @@ def _panels(data: dict, title: str, series: list[tuple[str, str, str]], ylabel: 
 
 def plots(data: dict, outdir: Path) -> list[str]:
     red, blue, grey, green = "#c0392b", "#2471a3", "#555555", "#1e8449"
+    thick, o, x, tri, sq = (4.5, 0.4, None), (2.0, 1.0, "o"), (1.3, 1.0, "x"), (1.6, 1.0, "^"), (1.6, 1.0, "s")
     _panels(data, "Gate: P(think | auto) on hard vs easy test items",
-            [("gate/hard", "hard", red), ("gate/easy", "easy", blue)], "mean gate", outdir / "gate.png", (-0.03, 1.03))
+            [("gate/hard", "hard", red, o), ("gate/easy", "easy", blue, x)], "mean gate", outdir / "gate.png",
+            (-0.03, 1.03))
     _panels(data, "Sampled (T = 1) auto think-rate",
-            [("sampled_think_rate/hard", "hard", red), ("sampled_think_rate/easy", "easy", blue)],
+            [("sampled_think_rate/hard", "hard", red, o), ("sampled_think_rate/easy", "easy", blue, x)],
             "share of answers that think", outdir / "sampled_think_rate.png", (-0.03, 1.03))
     _panels(data, "Accuracy: auto (greedy, test) and forced rollouts (training)",
-            [("accuracy/hard", "auto hard", red), ("accuracy/easy", "auto easy", blue),
-             ("rollout_accuracy/thinking", "forced think", green), ("rollout_accuracy/non_thinking", "forced direct", grey),
-             ("rollout_accuracy/auto", "free rollouts", green)], "accuracy", outdir / "accuracy.png", (-0.03, 1.03))
+            [("rollout_accuracy/thinking", "forced think", green, thick), ("rollout_accuracy/auto", "free rollouts",
+             green, thick), ("rollout_accuracy/non_thinking", "forced direct", grey, sq),
+             ("accuracy/hard", "auto hard", red, o), ("accuracy/easy", "auto easy", blue, x)], "accuracy",
+            outdir / "accuracy.png", (-0.03, 1.03))
     _panels(data, "Tokens: auto answers (greedy, test) and forced rollouts (training)",
-            [("mean_tokens/hard", "auto hard", red), ("mean_tokens/easy", "auto easy", blue),
-             ("rollout_tokens/thinking", "forced think", green), ("rollout_tokens/non_thinking", "forced direct", grey),
-             ("rollout_tokens/auto", "free rollouts", green)], "mean output tokens", outdir / "tokens.png")
+            [("rollout_tokens/thinking", "forced think", green, thick), ("rollout_tokens/auto", "free rollouts", green,
+             thick), ("rollout_tokens/non_thinking", "forced direct", grey, sq), ("mean_tokens/hard", "auto hard", red, o),
+             ("mean_tokens/easy", "auto easy", blue, x)], "mean output tokens", outdir / "tokens.png")
     return ["gate.png", "sampled_think_rate.png", "accuracy.png", "tokens.png"]
 
 
