@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ..errors import ServiceError, one_line, row_label
 from ..modes import ModePrefixes, get_prefixes, parse_response, render_prompt, resolve_mode
 from .formats import QuestionColumns, row_id
 from .io import DataError, images_of, load_table, read_jsonl, require_columns, user_prompt, write_jsonl
@@ -446,6 +447,7 @@ class _Item:
     answer_kind: str | None = None
     images: list = field(default_factory=list)
     messages: list = field(default_factory=list)
+    label: str = ""  # "row 8 (id 'q7')": how messages name the row
     record: dict | None = None  # the row's result, once settled
     pending: dict = field(default_factory=dict)  # evidence gathered before the target is written
 
@@ -559,6 +561,7 @@ class Curator:
         self.judge_prompt = load_judge_prompt(cfg.judge_prompt_file)
         self.verify = verify or _import_callable(cfg.verifier)
         self.roles = _Roles(cfg, self.prefixes)
+        self.gave_up: tuple[str, Exception] | None = None  # (role, error) once an endpoint has given up
         self.progress = progress
         self.out = Path(cfg.output_dir)
         src = Path(cfg.dataset)
@@ -580,14 +583,14 @@ class Curator:
         for i, row in enumerate(rows):
             rid = row_id(row, i, self.cols)
             if rid in seen_ids:
-                raise DataError(f"{self.cfg.dataset}: rows {seen_ids[rid]} and {i} share the id {rid!r} (column "
-                                f"{self.cols.id!r}); ids must be unique.")
+                raise DataError(f"{self.cfg.dataset}: {row_label(seen_ids[rid])} and {row_label(i)} share the id "
+                                f"{rid!r} (column {self.cols.id!r}); ids must be unique. Fix or drop one of them.")
             seen_ids[rid] = i
-            item = _Item(index=i, id=rid, row=row)
+            item = _Item(index=i, id=rid, row=row, label=row_label(i, rid if self.cols.id else None))
             items.append(item)
             q = row.get(self.cols.question)
             if _blank(q):
-                item.record = _record(item, "failed", reason=f"row {i}: the question column {self.cols.question!r} is empty")
+                item.record = _record(item, "failed", reason=f"{item.label}: the question column {self.cols.question!r} is empty")
                 continue
             item.question = str(q)
             ans = row.get(self.cols.answer) if self.cols.answer else None
@@ -595,12 +598,12 @@ class Curator:
             kind = _classify(row.get(self.cols.kind) if self.cols.kind else None, item.solution is not None,
                              self.cfg.default_answer_kind)
             if isinstance(kind, str):
-                item.record = _record(item, "failed", reason=f"row {i}: column {self.cols.kind!r}: {kind}")
+                item.record = _record(item, "failed", reason=f"{item.label}: column {self.cols.kind!r}: {kind}")
                 continue
             item.kind, item.answer_kind = kind
             if item.kind == "objective" and item.solution is None:
                 item.record = _record(item, "failed", reason=(
-                    f"row {i}: the answer column {self.cols.answer!r} is empty; the performance heuristic needs a "
+                    f"{item.label}: the answer column {self.cols.answer!r} is empty; the performance heuristic needs a "
                     "reference answer for an objective query (give one, or set its kind to subjective)"))
                 continue
             if self.cfg.dedup:
@@ -614,7 +617,7 @@ class Curator:
 
     def _load_images(self, item: _Item) -> bool:
         try:
-            item.images = images_of(item.row, self.cols.image, self.base_dir, where=f"row {item.index} (id {item.id!r})")
+            item.images = images_of(item.row, self.cols.image, self.base_dir, where=item.label)
         except DataError as e:
             item.record = _record(item, "failed", reason=str(e))
             return False
@@ -629,6 +632,25 @@ class Curator:
     def _verify(self, answer: str, item: _Item) -> bool | None:
         return self.verify(answer, item.solution, kind=item.answer_kind or "auto")
 
+    def _ask(self, spec: RoleSpec, items: list[_Item], requests: list[Request], *, temperature: float,
+              seed: int) -> list:
+        """``roles.ask``; when an endpoint gives up, the rows asked are recorded as failed (retried by a rerun), the
+        rest of the run is skipped, and ``[]`` is returned (so no row of this call gets a result)."""
+        from ..generation import EndpointError
+
+        if requests and self.gave_up is None:
+            try:
+                return self.roles.ask(spec, requests, temperature=temperature, seed=seed)
+            except EndpointError as e:
+                self.gave_up = (spec.role, e)
+        if requests:
+            role, err = self.gave_up
+            what = f"HTTP {err.status}" if err.status is not None else "no connection"
+            for it in items:
+                it.record = _record(it, "failed", reason=f"{it.label}: the {role} endpoint gave up ({what})",
+                                    endpoint_error=one_line(err), **it.pending)
+        return []
+
     # -- one chunk --------------------------------------------------------------------------------------------
     def process_chunk(self, items: list[_Item], chunk_index: int) -> list[dict]:
         cfg, P = self.cfg, self.prefixes
@@ -641,25 +663,25 @@ class Curator:
 
         def blind(it: _Item, spec: RoleSpec) -> bool:
             if it.images and not self.roles.sees_images(spec):
-                it.record = _record(it, "failed", reason=f"row {it.index}: the row has images but the {spec.role} "
+                it.record = _record(it, "failed", reason=f"{it.label}: the row has images but the {spec.role} "
                                     f"({spec.backend.get('model')}) is a text-only model")
                 return True
             return False
 
         # 1. performance heuristic
         objective = [it for it in live if it.kind == "objective" and not blind(it, ann)]
-        answers = self.roles.ask(ann, [self._request(it, "annotator", "non_thinking", cfg.n_samples) for it in objective],
-                                 temperature=ann.temperature, seed=seed + 1)
+        answers = self._ask(ann, objective, [self._request(it, "annotator", "non_thinking", cfg.n_samples)
+                                             for it in objective], temperature=ann.temperature, seed=seed + 1)
         for it, samples in zip(objective, answers):
             texts = [text for text, _ in samples]
             if not texts or all(not parse_response(t, P).answer.strip() for t in texts):
-                it.record = _record(it, "failed", reason=f"row {it.index}: the annotator returned no answer",
+                it.record = _record(it, "failed", reason=f"{it.label}: the annotator returned no answer",
                                     heuristic="performance", n_samples=len(texts))
                 continue
             verdicts = [self._verify(parse_response(t, P).answer, it) for t in texts]
             if any(v is None for v in verdicts):
                 it.record = _record(it, "failed", heuristic="performance", n_samples=len(texts), reason=(
-                    f"row {it.index}: the reference answer {it.solution!r} cannot be parsed as a "
+                    f"{it.label}: the reference answer {it.solution!r} cannot be parsed as a "
                     f"{it.answer_kind or 'auto'} answer by the verifier"))
                 continue
             passed = sum(bool(v) for v in verdicts)
@@ -683,14 +705,14 @@ class Curator:
             text = self.judge_prompt.replace("{question}", it.question)
             msgs = user_prompt(text, len(it.images), self.cols.system_prompt)
             reqs.append(self._request(it, "judge", judge.mode, 1, messages=msgs))
-        replies = self.roles.ask(judge, reqs, temperature=judge.temperature, seed=seed + 2)
+        replies = self._ask(judge, subjective, reqs, temperature=judge.temperature, seed=seed + 2)
         for it, reply in zip(subjective, replies):
             raw = reply[0][0] if reply else ""
             parsed = parse_response(raw, P)
             verdict = parse_verdict(parsed.answer) if parsed.mode != "truncated" else None
             ev = dict(heuristic="difficulty", verdict=verdict, judge_raw=raw)
             if verdict is None:
-                it.record = _record(it, "unparseable", reason=f"row {it.index}: no VERDICT: REASONING / DIRECT in the "
+                it.record = _record(it, "unparseable", reason=f"{it.label}: no VERDICT: REASONING / DIRECT in the "
                                     "judge's reply", **ev)
             elif verdict == "REASONING":
                 it.pending = ev
@@ -704,15 +726,15 @@ class Curator:
 
         # 3. direct answers for subjective rows without a reference
         todo = [it for it in direct_needs_answer if not blind(it, ann)]
-        outs = self.roles.ask(ann, [self._request(it, "annotator", "non_thinking", 1) for it in todo],
-                              temperature=ann.answer_temperature, seed=seed + 3)
+        outs = self._ask(ann, todo, [self._request(it, "annotator", "non_thinking", 1) for it in todo],
+                         temperature=ann.answer_temperature, seed=seed + 3)
         for it, out in zip(todo, outs):
             text, finished = out[0] if out else ("", False)
             parsed = parse_response(text, P)
             if not out or not parsed.answer.strip():
-                it.record = _record(it, "failed", reason=f"row {it.index}: the annotator returned no answer", **it.pending)
+                it.record = _record(it, "failed", reason=f"{it.label}: the annotator returned no answer", **it.pending)
             elif not finished:
-                it.record = _record(it, "failed", reason=f"row {it.index}: the annotator's answer hit max_new_tokens "
+                it.record = _record(it, "failed", reason=f"{it.label}: the annotator's answer hit max_new_tokens "
                                     f"({ann.max_new_tokens})", **it.pending)
             else:
                 it.record = _record(it, "non_thinking", P.non_thinking_answer(parsed.answer),
@@ -720,8 +742,8 @@ class Curator:
 
         # 4. reasoning traces
         todo = [it for it in thinking if not blind(it, reas)]
-        traces = self.roles.ask(reas, [self._request(it, "reasoner", "thinking", reas.attempts) for it in todo],
-                                temperature=reas.temperature, seed=seed + 4)
+        traces = self._ask(reas, todo, [self._request(it, "reasoner", "thinking", reas.attempts) for it in todo],
+                           temperature=reas.temperature, seed=seed + 4)
         for it, samples in zip(todo, traces):
             reasons = []
             for k, s in enumerate(samples):
@@ -743,7 +765,7 @@ class Curator:
                     break
             if it.record is None:
                 why = "; ".join(dict.fromkeys(reasons)) or "the reasoner returned nothing"
-                it.record = _record(it, "failed", reason=f"row {it.index}: {why}", attempts=len(samples), **it.pending)
+                it.record = _record(it, "failed", reason=f"{it.label}: {why}", attempts=len(samples), **it.pending)
         for it in items:
             results[it.id] = it.record
         return [results[it.id] for it in items]
@@ -789,16 +811,13 @@ class Curator:
         self._check_meta(data_fp, overwrite)
         items = self._prepare(rows)
         rec_path = self.out / RECORDS_FILE
-        done = {r["id"]: r for r in read_jsonl(rec_path)}
         B = self.cfg.chunk_size
         chunks = [items[s:s + B] for s in range(0, len(items), B)]
+        done, finished_chunks = self._finished_records(rec_path, chunks)
         counts = {o: 0 for o in OUTCOMES}
-        finished_chunks = set()
-        for k, chunk in enumerate(chunks):
-            if all(it.id in done for it in chunk):
-                finished_chunks.add(k)
-                for it in chunk:
-                    counts[done[it.id]["outcome"]] += 1
+        for k in finished_chunks:
+            for it in chunks[k]:
+                counts[done[it.id]["outcome"]] += 1
         bar = tqdm(total=len(items), initial=sum(counts.values()), desc="curating", unit="row",
                    disable=not self.progress, dynamic_ncols=True)
         bar.set_postfix({k: v for k, v in counts.items() if k != "duplicate" or v})
@@ -812,8 +831,56 @@ class Curator:
                 counts[r["outcome"]] += 1
             bar.update(len(chunk))
             bar.set_postfix({k2: v for k2, v in counts.items() if k2 != "duplicate" or v})
+            if self.gave_up is not None:
+                break
         bar.close()
+        if self.gave_up is not None:
+            return self._give_up(items, done)
         return self.finalize(rows, items, done)
+
+    @staticmethod
+    def _finished_records(rec_path: Path, chunks: list[list[_Item]]) -> tuple[dict[str, dict], set[int]]:
+        """The records of finished chunks, and which chunks are finished. A chunk is finished when every row has a
+        record and none failed on an endpoint that gave up (those rows are retried). The records of unfinished
+        chunks (a run killed while writing one, or one whose endpoint gave up) are dropped from the file, so the
+        rerun of the chunk appends each row once."""
+        records = read_jsonl(rec_path)
+        done = {r["id"]: r for r in records}
+        finished = {k for k, chunk in enumerate(chunks)
+                    if all(it.id in done and not done[it.id]["evidence"].get("endpoint_error") for it in chunk)}
+        redo = {it.id for k, chunk in enumerate(chunks) if k not in finished for it in chunk}
+        if any(r["id"] in redo for r in records):
+            kept = [r for r in records if r["id"] not in redo]
+            tmp = rec_path.with_suffix(".jsonl.tmp")
+            write_jsonl(tmp, kept)
+            os.replace(tmp, rec_path)
+            done = {r["id"]: r for r in kept}
+        return done, finished
+
+    def _give_up(self, items: list[_Item], done: dict[str, dict]) -> dict:
+        """An endpoint gave up: write the summary of what is settled (the rows it failed on included, and the
+        rows not reached), then stop with one line."""
+        role, err = self.gave_up
+        summary = self._summary(items, done, output_rows=None)
+        summary["incomplete"] = True
+        summary["not_reached"] = sum(1 for it in items if it.id not in done)
+        (self.out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n",
+                                             encoding="utf-8")
+        failed = sum(1 for r in done.values() if r["evidence"].get("endpoint_error"))
+        raise ServiceError(f"curation stopped: the {role} endpoint gave up on {failed} row(s) ({one_line(err)}); "
+                           f"{summary['not_reached']} row(s) not reached. They are recorded in "
+                           f"{self.out / SUMMARY_FILE}; rerun the same command to retry them (finished rows are "
+                           "kept).")
+
+    def _summary(self, items: list[_Item], done: dict[str, dict], output_rows: int | None) -> dict:
+        settled = [it for it in items if it.id in done]
+        return {
+            "dataset": str(self.cfg.dataset), "source": self.source_name, "rows": len(items),
+            "counts": {o: sum(1 for it in settled if done[it.id]["outcome"] == o) for o in OUTCOMES},
+            "output_rows": output_rows,
+            "not_kept": [{"id": it.id, "outcome": done[it.id]["outcome"], "reason": done[it.id]["reason"]}
+                         for it in settled if done[it.id]["outcome"] in ("failed", "unparseable", "duplicate")],
+        }
 
     # -- final output -----------------------------------------------------------------------------------------
     def finalize(self, rows: list[dict], items: list[_Item], done: dict[str, dict]) -> dict:
@@ -832,13 +899,7 @@ class Curator:
             })
         out_rows = normalize_rows(out_rows)
         write_outputs(out_rows, self.out, "curated", self.cfg.output_format)
-        summary = {
-            "dataset": str(self.cfg.dataset), "source": self.source_name, "rows": len(items),
-            "counts": {o: sum(1 for it in items if done[it.id]["outcome"] == o) for o in OUTCOMES},
-            "output_rows": len(out_rows),
-            "not_kept": [{"id": it.id, "outcome": done[it.id]["outcome"], "reason": done[it.id]["reason"]}
-                       for it in items if done[it.id]["outcome"] in ("failed", "unparseable", "duplicate")],
-        }
+        summary = self._summary(items, done, output_rows=len(out_rows))
         (self.out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         from .mixing import build_data_card, write_data_card
 
