@@ -7,7 +7,7 @@
 Resumable: rerun the same command after an interruption; it skips finished work. ``--overwrite`` starts over.
 Bad config or data: one ``error:`` line, exit 2. An endpoint that gives up: its rows are recorded as failed in
 ``curation_summary.json``, one ``error:`` line, exit 1; rerun to retry them. ``--debug`` shows the traceback.
-All logic lives in ``r4b_trl/data/curation.py``; see its docstring and the README section "Annealing".
+All logic lives in ``r4b_trl/data/curation/``; see its docstring and the README section "Annealing".
 """
 
 import argparse

@@ -2,7 +2,7 @@
 
     python data_prep/mix.py --config data_prep/configs/mix_sample.yaml
 
-All logic lives in ``r4b_trl/data/mixing.py``.
+All logic lives in ``r4b_trl/data/mixing.py`` (data cards: ``r4b_trl/data/cards.py``).
 """
 
 import argparse
