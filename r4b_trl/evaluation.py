@@ -449,14 +449,9 @@ def _check_tags_survive_decoding(processing_class, prefixes: ModePrefixes) -> No
 
 def load_backend(config: EvalConfig):
     """``(backend, processing_class, is_vision)`` for the configured model."""
-    from .models import is_vision_config, load_config, load_processing_class
+    from .models import check_model_path, is_vision_config, load_config, load_processing_class
 
-    if str(config.model).startswith((".", "/")) and not Path(config.model).exists():
-        hint = ""
-        if ".tiny_models" in str(config.model):
-            kind = "vision" if "vision" in str(config.model) else "text"
-            hint = f" Build it with: python -m r4b_trl.tiny_models --out {config.model} --kind {kind}"
-        raise EvalError(f"model path {config.model!r} does not exist.{hint}")
+    check_model_path(config.model, "model")
     mcfg = load_config(config.model, config.trust_remote_code, config.revision)
     vision = is_vision_config(mcfg)
     if config.backend == "vllm":

@@ -488,11 +488,10 @@ def run(script_args: SFTScriptArguments, training_args, model_args):
     """Validate the data, build the model and :class:`AnnealingTrainer`, train (resuming if there is a checkpoint)
     and save. Returns the trainer."""
     from .model_card import card_from_training, use_r4b_model_card
-    from .models import is_vision_config, load_config, load_for_training, load_processing_class
+    from .models import check_model_path, is_vision_config, load_config, load_for_training, load_processing_class
     from .modes import add_think_tokens, check_think_tokens
 
-    if not model_args.model_name_or_path:
-        raise UsageError("model_name_or_path is not set. Set it to a Hub model id or a local model folder.")
+    check_model_path(model_args.model_name_or_path)
     resume = resolve_resume(training_args, script_args.auto_resume)  # a bad resume path fails before any loading
     prefixes = get_prefixes(script_args.prefix_family)
     trust = bool(training_args.trust_remote_code)

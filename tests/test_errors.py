@@ -87,6 +87,16 @@ def test_bad_resume_path_is_one_line_before_model_load(recipe, case, tmp_path, b
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
+@pytest.mark.parametrize("recipe", ["bpo", "sft"])
+def test_missing_model_path_is_one_line(recipe, tmp_path, no_model_load, capsys):
+    argv = ["--config", str(ROOT / "recipes" / "tiny" / recipe / "tiny.yaml"), "--model_name_or_path",
+            str(tmp_path / ".tiny_models" / "text"), "--output_dir", str(tmp_path / "o"), *CPU]
+    assert cli(_recipe(recipe).main, argv) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "model_name_or_path: model path" in line and "does not exist" in line
+    assert "python -m r4b_trl.tiny_models --out" in line and no_model_load == []
+
+
 def test_debug_shows_the_traceback(tmp_path, broken_weights_model, no_model_load, monkeypatch):
     argv = ["--config", str(ROOT / "recipes" / "tiny" / "bpo" / "tiny.yaml"), "--model_name_or_path",
             broken_weights_model, "--resume_from_checkpoint", str(tmp_path / "nope"), *CPU]

@@ -111,14 +111,13 @@ def setup_logging(training_args) -> None:
 def main(script_args: BPOScriptArguments, training_args, model_args) -> None:
     """Validate everything cheap first (resume path, tokenizer, template, data), then load the model and train."""
     from ..checkpoints import resolve_resume
-    from ..models import load_for_training, load_processing_class
+    from ..models import check_model_path, load_for_training, load_processing_class
     from ..rewards import accuracy_reward
     from .trainer import BPOTrainer, prefixes_from_args, validate_processing_class
 
     setup_logging(training_args)
     name = model_args.model_name_or_path
-    if not name:
-        raise UsageError("model_name_or_path is not set. Set it to a Hub model id or a local model folder.")
+    check_model_path(name)
     resume = resolve_resume(training_args)
     processing_class = load_processing_class(name, trust_remote_code=training_args.trust_remote_code,
                                              revision=model_args.model_revision)
