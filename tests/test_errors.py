@@ -186,7 +186,10 @@ def test_bpo_trainer_checks_the_answer_column_before_loading(tmp_path, broken_we
                                {"prompt": prompt, "solution": "", "prompt_id": "p2"}])
     with pytest.raises(DataError, match=r"row 2 \(id 'p2'\): column 'solution' is empty"):
         BPOTrainer(model=broken_weights_model, reward_funcs=[accuracy_reward], args=args, train_dataset=empty)
-    assert reward_columns([accuracy_reward, length_reward, "org/reward-model"]) == ["solution"]
+    def by_prompt(completions, forced_mode, prompt_id, gold, weight=1.0, **kw):  # prompt_id: BPO supplies it
+        return [0.0] * len(completions)
+
+    assert reward_columns([accuracy_reward, length_reward, by_prompt, "org/reward-model"]) == ["solution", "gold"]
 
 
 def test_row_labels_and_messages_end_in_one_period(tmp_path):

@@ -87,9 +87,9 @@ def validate_processing_class(processing_class, prefixes: ModePrefixes, chat_tem
                 "Set train_mode_token=false.")
 
 
-#: Reward-function arguments the trainer supplies itself (TRL's, plus BPO's forced-mode columns).
+#: Reward-function arguments the trainer supplies itself (TRL's, plus BPO's forced-mode columns and prompt_id).
 _TRAINER_REWARD_KWARGS = {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric",
-                          "environments", "forced_mode", "forced_prefix"}
+                          "environments", "forced_mode", "forced_prefix", "prompt_id"}
 
 
 def reward_columns(reward_funcs) -> list[str]:
