@@ -259,3 +259,19 @@ def test_top_level_api_is_lazy():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert out.stdout.strip() == "[]", out.stderr[-2000:]
+
+
+def test_mix_names_the_row_without_a_mode(tmp_path, capsys):
+    from r4b_trl.data.io import write_jsonl
+
+    ok = {"prompt": [{"role": "user", "content": "q"}], "completion": [{"role": "assistant", "content": "a"}],
+          "mode": "non_thinking"}
+    write_jsonl(tmp_path / "c.jsonl", [{"id": "a", **ok}, {"id": "b", "prompt": ok["prompt"],
+                                                            "completion": ok["completion"]}])
+    (tmp_path / "mix.yaml").write_text(f"sources:\n  - path: {tmp_path / 'c.jsonl'}\noutput_dir: {tmp_path / 'o'}\n")
+    spec = importlib.util.spec_from_file_location("mix_cli", ROOT / "data_prep" / "mix.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--config", str(tmp_path / "mix.yaml")]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "row 2 (id 'b') has no 'mode' field" in line and "data_prep/curate.py" in line
