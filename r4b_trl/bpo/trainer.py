@@ -344,9 +344,9 @@ class BPOTrainer(DecisionTokenEstimator, GRPOTrainer):
                 output[DEC_ADV] = torch.tensor(dec[sl], device=dev, dtype=dt)
             mode = "train" if self.model.training else "eval"
             forced_groups = [g for g in groups if g["raw_gap"] is not None]
-            if spec.margin > 0 and forced_groups:
-                self._metrics[mode]["bpo/margin_active"].append(
-                    sum(g["margin_active"] for g in forced_groups) / len(forced_groups))
+            if spec.margin > 0 and forced_groups:  # groups where the margin, not the accuracy, decided against thinking
+                self._metrics[mode]["bpo/margin_decided"].append(
+                    sum(g["margin_decided"] for g in forced_groups) / len(forced_groups))
         if moved is not None and any(m is not None for m in moved):
             if DEC_ADV not in output:
                 output[DEC_ADV] = output["advantages"].clone()
