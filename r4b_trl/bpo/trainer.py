@@ -267,6 +267,8 @@ class BPOTrainer(DecisionTokenEstimator, GRPOTrainer):
             if "prompt_id" not in x:
                 x["prompt_id"] = stable_prompt_id(inputs[i]["prompt"])
             forced.append(x)
+        # TRL's completions table shows completions without the pre-fill: name each row's forced mode there.
+        self._log_completion_extra("forced_mode", [x["forced_mode"] for x in forced])
         output = super()._generate_and_score_completions(forced)
         self._set_advantages(output, G)
         return output
@@ -340,6 +342,10 @@ class BPOTrainer(DecisionTokenEstimator, GRPOTrainer):
             sl = slice(lo, lo + len(output["advantages"]))
             dev, dt = output["advantages"].device, output["advantages"].dtype
             output["advantages"] = torch.tensor(seq[sl], device=dev, dtype=dt)
+            logged = self._logs["advantages"]  # TRL's completions table: show the advantages that are trained
+            for _ in range(min(len(seq), len(logged))):
+                logged.pop()
+            logged.extend(seq)
             if spec.credit == "decision_token":
                 output[DEC_ADV] = torch.tensor(dec[sl], device=dev, dtype=dt)
             mode = "train" if self.model.training else "eval"
