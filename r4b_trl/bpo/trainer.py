@@ -35,6 +35,7 @@ from transformers import TrainerCallback
 from trl import GRPOTrainer
 
 from ..data.io import DataError
+from ..errors import problems, row_label
 from ..modes import (
     PREFIX_MARKER,
     Mode,
@@ -86,34 +87,70 @@ def validate_processing_class(processing_class, prefixes: ModePrefixes, chat_tem
                 "Set train_mode_token=false.")
 
 
-def validate_train_rows(dataset, answer_column: str | None = "solution", max_errors: int = 5,
+#: Reward-function arguments the trainer supplies itself (TRL's, plus BPO's forced-mode columns).
+_TRAINER_REWARD_KWARGS = {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric",
+                          "environments", "forced_mode", "forced_prefix"}
+
+
+def reward_columns(reward_funcs) -> list[str]:
+    """The dataset columns the reward functions require: their parameters without a default that the trainer does
+    not supply (``accuracy_reward`` needs ``solution``). Model-based rewards need none."""
+    import inspect
+
+    funcs = reward_funcs if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
+    needed: list[str] = []
+    for fn in funcs:
+        if isinstance(fn, str) or not callable(fn) or hasattr(fn, "forward"):
+            continue
+        try:
+            params = inspect.signature(fn).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        for prm in params:
+            if (prm.default is inspect.Parameter.empty and prm.name not in _TRAINER_REWARD_KWARGS
+                    and prm.kind in (prm.POSITIONAL_OR_KEYWORD, prm.KEYWORD_ONLY) and prm.name not in needed):
+                needed.append(prm.name)
+    return needed
+
+
+def validate_train_rows(dataset, answer_column: str | list[str] | None = "solution", max_errors: int = 5,
                         conversational: bool = False) -> None:
-    """Every row needs a non-empty ``prompt`` (and answer column when one is configured); with ``conversational``
-    (``train_mode_token``), prompts must be message lists, not strings (checked on the first row)."""
+    """Every row needs a non-empty ``prompt`` and non-empty answer column(s) (``answer_column``: one name, a list,
+    or None for none). Problems name the row (1-based, with its ``prompt_id`` / ``id``) and the column. With
+    ``conversational`` (``train_mode_token``), prompts must be message lists, not strings (checked on the first row)."""
     if dataset is None:
         return
+    answers = [answer_column] if isinstance(answer_column, str) else list(answer_column or [])
     cols = set(getattr(dataset, "column_names", None) or [])
     if cols and "prompt" not in cols:
-        raise DataError(f"BPO: the training data has no 'prompt' column (columns: {sorted(cols)}).")
+        raise DataError(f"BPO: the training data has no 'prompt' column (columns: {sorted(cols)}). Give each row a "
+                        "conversational prompt (r4b_trl.data.formats.to_prompt_row builds one from a question).")
     if conversational:
         first = next(iter(dataset), None)
         if first is not None and isinstance(first.get("prompt"), str):
-            raise DataError("BPO: train_mode_token needs conversational prompts (a list of messages); row 0 has a "
+            raise DataError("BPO: train_mode_token needs conversational prompts (a list of messages); row 1 has a "
                             "string prompt, whose forced prefix cannot be split at the decision token.")
-    if answer_column and cols and answer_column not in cols:
-        raise DataError(f"BPO: the training data has no {answer_column!r} answer column (columns: {sorted(cols)}).")
+    for column in answers:
+        if cols and column not in cols:
+            raise DataError(f"BPO: the training data has no {column!r} column, which the reward function needs "
+                            f"(columns: {sorted(cols)}). Add the reference answers as {column!r}, or rename the "
+                            "answer column to it.")
     if not hasattr(dataset, "__len__"):
         return
+    if hasattr(dataset, "select_columns"):  # no image decoding
+        dataset = dataset.select_columns([c for c in ("prompt", "prompt_id", "id", *answers) if c in cols])
     errors = []
     for i, row in enumerate(dataset):
+        where = row_label(i, row.get("prompt_id", row.get("id")))
         if not row.get("prompt"):
-            errors.append(f"row {i}: column 'prompt' is empty")
-        if answer_column and (row.get(answer_column) is None or not str(row.get(answer_column)).strip()):
-            errors.append(f"row {i}: column {answer_column!r} is empty")
+            errors.append(f"{where}: column 'prompt' is empty")
+        for column in answers:
+            if row.get(column) is None or not str(row.get(column)).strip():
+                errors.append(f"{where}: column {column!r} is empty")
         if len(errors) >= max_errors:
             break
     if errors:
-        raise DataError("BPO: " + "; ".join(errors) + ".")
+        raise DataError(problems("BPO: the training data", errors, "Fill in or drop these rows."))
 
 
 def subgroup_size(args: BPOConfig, num_generations: int) -> int:
@@ -177,7 +214,8 @@ class BPOTrainer(DecisionTokenEstimator, GRPOTrainer):
             validate_processing_class(processing_class, prefixes, args.chat_template_kwargs, args.train_mode_token)
             # The prefix hook is installed on our own copy: the caller's tokenizer/processor stays untouched.
             processing_class = copy.deepcopy(processing_class)
-        validate_train_rows(train_dataset, answer_column=None, conversational=args.train_mode_token)
+        validate_train_rows(train_dataset, answer_column=reward_columns(reward_funcs),
+                            conversational=args.train_mode_token)
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, processing_class=processing_class, **kwargs)
         self.prefixes = prefixes
