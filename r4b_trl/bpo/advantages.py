@@ -26,6 +26,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..errors import UsageError
+
 EPS = 1e-4  # TRL's std epsilon (grpo_trainer.py: advantages / (std_rewards + 1e-4))
 
 
@@ -161,12 +163,12 @@ def parse_schedule(text: str | None) -> list[tuple[int, float]]:
             step, frac = part.split(":")
             out.append((int(step), float(frac)))
         except ValueError as e:
-            raise ValueError(f"BPO: forced_schedule entry {part!r} is not 'step:fraction' "
+            raise UsageError(f"BPO: forced_schedule entry {part!r} is not 'step:fraction' "
                              "(e.g. '0:1.0,100:0.5,200:0.3').") from e
     if [s for s, _ in out] != sorted({s for s, _ in out}) or out[0][0] != 0:
-        raise ValueError(f"BPO: forced_schedule {text!r} must start at step 0 with strictly increasing steps.")
+        raise UsageError(f"BPO: forced_schedule {text!r} must start at step 0 with strictly increasing steps.")
     if not all(0.0 <= f <= 1.0 for _, f in out):
-        raise ValueError(f"BPO: forced_schedule {text!r}: fractions must be in [0, 1].")
+        raise UsageError(f"BPO: forced_schedule {text!r}: fractions must be in [0, 1].")
     return out
 
 
