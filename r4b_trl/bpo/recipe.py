@@ -121,7 +121,8 @@ def main(script_args: BPOScriptArguments, training_args, model_args) -> None:
     resume = resolve_resume(training_args)
     processing_class = load_processing_class(name, trust_remote_code=training_args.trust_remote_code,
                                              revision=model_args.model_revision)
-    validate_processing_class(processing_class, prefixes_from_args(training_args), training_args.chat_template_kwargs)
+    validate_processing_class(processing_class, prefixes_from_args(training_args), training_args.chat_template_kwargs,
+                              training_args.train_mode_token)
     train, evald, probe = prepare_datasets(script_args)
 
     model, peft_config = load_for_training(model_args, training_args, script_args.peft_preset, stage="bpo")

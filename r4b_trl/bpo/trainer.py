@@ -12,8 +12,12 @@ How the forced modes are composed (no TRL code is copied; four small overrides):
 2. ``_generate_single_turn``: vLLM *server* mode de-duplicates prompts with ``[::num_generations]`` and samples n
    per unique prompt, which would turn every rollout of a group into the first prompt's mode. We pass a sub-group
    size ``gcd(G·f, G·(1−f))`` instead, so each unique prompt is homogeneous in mode.
-3. ``_calculate_rewards``: gathers per-rollout information for per-mode telemetry and the rollout dump.
+3. ``_calculate_rewards``: gathers per-rollout information for per-mode telemetry and the rollout dump (and makes
+   truncated rollouts unscorable under ``mask_truncated_completions``).
 4. ``_save``: checkpoints keep the model's own chat template (the hook is removed while saving).
+
+``train_mode_token`` (``_generate``, ``_compute_loss``, ``_get_per_token_logps_and_entropies``) lives in the
+``DecisionTokenEstimator`` mixin (``estimator.py``).
 
 Advantages are TRL's group-relative advantages over the *combined* group of G (BPO's mixed advantage). The options
 beyond the paper (``thinking_margin``, ``advantage_grouping``, ``mode_credit``) recompute them from the gathered
@@ -37,7 +41,6 @@ from trl import GRPOTrainer
 from ..data.io import DataError
 from ..errors import problems, row_label
 from ..modes import (
-    PREFIX_MARKER,
     Mode,
     ModeError,
     ModePrefixes,
@@ -305,6 +308,8 @@ class BPOTrainer(DecisionTokenEstimator, GRPOTrainer):
             if "prompt_id" not in x:
                 x["prompt_id"] = stable_prompt_id(inputs[i]["prompt"])
             forced.append(x)
+        # TRL's completions table shows completions without the pre-fill: name each row's forced mode there.
+        self._log_completion_extra("forced_mode", [x["forced_mode"] for x in forced])
         output = super()._generate_and_score_completions(forced)
         self._set_advantages(output, G)
         return output
@@ -313,55 +318,6 @@ class BPOTrainer(DecisionTokenEstimator, GRPOTrainer):
         if num_generations == self._group_size():
             num_generations = subgroup_size(self.args, num_generations)
         return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
-
-    # ---------------------------------------------------------------------------------------------- mode token
-
-    def _decision_split(self) -> dict:
-        """For ``train_mode_token``: per forced mode, the prefix ids from the decision token on (moved from the prompt
-        to the completion) and the prompt-side prefix text left in the prompt."""
-        if not self.args.train_mode_token:
-            return {}
-        d = self.decision
-        tok = self._tokenizer
-        split = {}
-        for mode, ids in ((Mode.THINKING, d.thinking_ids), (Mode.NON_THINKING, d.non_thinking_ids)):
-            moved = list(ids[d.position:])
-            split[self.prefixes.prefix(mode)] = {
-                "mode": mode, "moved": moved, "prompt_side": tok.decode(list(ids[:d.position])),
-                "log_share": math.log(self.args.thinking_fraction if mode is Mode.THINKING
-                                      else 1.0 - self.args.thinking_fraction),
-            }
-        logger.info("train_mode_token: tokens moved into the completion per mode: %s",
-                    {v["mode"].value: tok.convert_ids_to_tokens(v["moved"]) for v in split.values()})
-        return split
-
-    def _generate(self, prompts):
-        out = super()._generate(prompts)
-        self._moved_rows = None
-        if not self._moved_ids:
-            return out
-        prompt_ids, completion_ids, tool_mask, completions, logprobs, extra_fields, images, tool_images = out
-        tool_mask = tool_mask if tool_mask is not None else [[1] * len(c) for c in completion_ids]
-        self._moved_rows = []
-        for i, prompt in enumerate(prompts):
-            info = self._moved_ids.get(prompt[-1].get(PREFIX_MARKER) if isinstance(prompt, list) else None)
-            k = len(info["moved"]) if info else 0
-            self._moved_rows.append((info["log_share"], info["mode"] is Mode.THINKING, k) if k else None)
-            if not k:
-                continue
-            if list(prompt_ids[i][-k:]) != info["moved"]:
-                raise RuntimeError(
-                    f"train_mode_token: the prompt does not end with the expected decision tokens {info['moved']} "
-                    f"(got {list(prompt_ids[i][-k:])}); the tokenizer merges the prefix with its context.")
-            prompt_ids[i] = list(prompt_ids[i][:-k])
-            completion_ids[i] = info["moved"] + list(completion_ids[i])
-            # Train the decision token; keep forced tokens after it in the sequence but out of the loss.
-            tool_mask[i] = [1] + [0] * (k - 1) + list(tool_mask[i])
-            if logprobs is not None:  # no vLLM importance correction for forced tokens (NaN is neutral in TRL)
-                logprobs[i] = [None] * k + list(logprobs[i])
-            # TRL re-renders the prompt for vision features: it must now end with the prompt-side prefix only.
-            prompt[-1][PREFIX_MARKER] = info["prompt_side"]
-        return prompt_ids, completion_ids, tool_mask, completions, logprobs, extra_fields, images, tool_images
 
     # ---------------------------------------------------------------------------------------------- advantages
 
@@ -378,13 +334,17 @@ class BPOTrainer(DecisionTokenEstimator, GRPOTrainer):
             sl = slice(lo, lo + len(output["advantages"]))
             dev, dt = output["advantages"].device, output["advantages"].dtype
             output["advantages"] = torch.tensor(seq[sl], device=dev, dtype=dt)
+            logged = self._logs["advantages"]  # TRL's completions table: show the advantages that are trained
+            for _ in range(min(len(seq), len(logged))):
+                logged.pop()
+            logged.extend(seq)
             if spec.credit == "decision_token":
                 output[DEC_ADV] = torch.tensor(dec[sl], device=dev, dtype=dt)
             mode = "train" if self.model.training else "eval"
             forced_groups = [g for g in groups if g["raw_gap"] is not None]
-            if spec.margin > 0 and forced_groups:
-                self._metrics[mode]["bpo/margin_active"].append(
-                    sum(g["margin_active"] for g in forced_groups) / len(forced_groups))
+            if spec.margin > 0 and forced_groups:  # groups where the margin, not the accuracy, decided against thinking
+                self._metrics[mode]["bpo/margin_decided"].append(
+                    sum(g["margin_decided"] for g in forced_groups) / len(forced_groups))
         if moved is not None and any(m is not None for m in moved):
             if DEC_ADV not in output:
                 output[DEC_ADV] = output["advantages"].clone()
