@@ -287,7 +287,7 @@ def test_rows_without_prompt_or_answer_are_named():
 
     ds = Dataset.from_list([{"prompt": [{"role": "user", "content": "a"}], "solution": "1"},
                             {"prompt": [{"role": "user", "content": "b"}], "solution": " "}])
-    with pytest.raises(DataError, match="row 1: column 'solution' is empty"):
+    with pytest.raises(DataError, match="row 2: column 'solution' is empty"):
         validate_train_rows(ds, "solution")
     with pytest.raises(DataError, match="no 'prompt' column"):
         validate_train_rows(Dataset.from_list([{"question": "a"}]))

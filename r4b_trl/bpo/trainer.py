@@ -12,8 +12,12 @@ How the forced modes are composed (no TRL code is copied; four small overrides):
 2. ``_generate_single_turn``: vLLM *server* mode de-duplicates prompts with ``[::num_generations]`` and samples n
    per unique prompt, which would turn every rollout of a group into the first prompt's mode. We pass a sub-group
    size ``gcd(G·f, G·(1−f))`` instead, so each unique prompt is homogeneous in mode.
-3. ``_calculate_rewards``: gathers per-rollout information for per-mode telemetry and the rollout dump.
+3. ``_calculate_rewards``: gathers per-rollout information for per-mode telemetry and the rollout dump (and makes
+   truncated rollouts unscorable under ``mask_truncated_completions``).
 4. ``_save``: checkpoints keep the model's own chat template (the hook is removed while saving).
+
+``train_mode_token`` (``_generate``, ``_compute_loss``, ``_get_per_token_logps_and_entropies``) lives in the
+``DecisionTokenEstimator`` mixin (``estimator.py``).
 
 Advantages are TRL's group-relative advantages over the *combined* group of G (BPO's mixed advantage). The options
 beyond the paper (``thinking_margin``, ``advantage_grouping``, ``mode_credit``) recompute them from the gathered
@@ -35,8 +39,8 @@ from transformers import TrainerCallback
 from trl import GRPOTrainer
 
 from ..data.io import DataError
+from ..errors import problems, row_label
 from ..modes import (
-    PREFIX_MARKER,
     Mode,
     ModeError,
     ModePrefixes,
@@ -86,34 +90,70 @@ def validate_processing_class(processing_class, prefixes: ModePrefixes, chat_tem
                 "Set train_mode_token=false.")
 
 
-def validate_train_rows(dataset, answer_column: str | None = "solution", max_errors: int = 5,
+#: Reward-function arguments the trainer supplies itself (TRL's, plus BPO's forced-mode columns and prompt_id).
+_TRAINER_REWARD_KWARGS = {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric",
+                          "environments", "forced_mode", "forced_prefix", "prompt_id"}
+
+
+def reward_columns(reward_funcs) -> list[str]:
+    """The dataset columns the reward functions require: their parameters without a default that the trainer does
+    not supply (``accuracy_reward`` needs ``solution``). Model-based rewards need none."""
+    import inspect
+
+    funcs = reward_funcs if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
+    needed: list[str] = []
+    for fn in funcs:
+        if isinstance(fn, str) or not callable(fn) or hasattr(fn, "forward"):
+            continue
+        try:
+            params = inspect.signature(fn).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        for prm in params:
+            if (prm.default is inspect.Parameter.empty and prm.name not in _TRAINER_REWARD_KWARGS
+                    and prm.kind in (prm.POSITIONAL_OR_KEYWORD, prm.KEYWORD_ONLY) and prm.name not in needed):
+                needed.append(prm.name)
+    return needed
+
+
+def validate_train_rows(dataset, answer_column: str | list[str] | None = "solution", max_errors: int = 5,
                         conversational: bool = False) -> None:
-    """Every row needs a non-empty ``prompt`` (and answer column when one is configured); with ``conversational``
-    (``train_mode_token``), prompts must be message lists, not strings (checked on the first row)."""
+    """Every row needs a non-empty ``prompt`` and non-empty answer column(s) (``answer_column``: one name, a list,
+    or None for none). Problems name the row (1-based, with its ``prompt_id`` / ``id``) and the column. With
+    ``conversational`` (``train_mode_token``), prompts must be message lists, not strings (checked on the first row)."""
     if dataset is None:
         return
+    answers = [answer_column] if isinstance(answer_column, str) else list(answer_column or [])
     cols = set(getattr(dataset, "column_names", None) or [])
     if cols and "prompt" not in cols:
-        raise DataError(f"BPO: the training data has no 'prompt' column (columns: {sorted(cols)}).")
+        raise DataError(f"BPO: the training data has no 'prompt' column (columns: {sorted(cols)}). Give each row a "
+                        "conversational prompt (r4b_trl.data.formats.to_prompt_row builds one from a question).")
     if conversational:
         first = next(iter(dataset), None)
         if first is not None and isinstance(first.get("prompt"), str):
-            raise DataError("BPO: train_mode_token needs conversational prompts (a list of messages); row 0 has a "
+            raise DataError("BPO: train_mode_token needs conversational prompts (a list of messages); row 1 has a "
                             "string prompt, whose forced prefix cannot be split at the decision token.")
-    if answer_column and cols and answer_column not in cols:
-        raise DataError(f"BPO: the training data has no {answer_column!r} answer column (columns: {sorted(cols)}).")
+    for column in answers:
+        if cols and column not in cols:
+            raise DataError(f"BPO: the training data has no {column!r} column, which the reward function needs "
+                            f"(columns: {sorted(cols)}). Add the reference answers as {column!r}, or rename the "
+                            "answer column to it.")
     if not hasattr(dataset, "__len__"):
         return
+    if hasattr(dataset, "select_columns"):  # no image decoding
+        dataset = dataset.select_columns([c for c in ("prompt", "prompt_id", "id", *answers) if c in cols])
     errors = []
     for i, row in enumerate(dataset):
+        where = row_label(i, row.get("prompt_id", row.get("id")))
         if not row.get("prompt"):
-            errors.append(f"row {i}: column 'prompt' is empty")
-        if answer_column and (row.get(answer_column) is None or not str(row.get(answer_column)).strip()):
-            errors.append(f"row {i}: column {answer_column!r} is empty")
+            errors.append(f"{where}: column 'prompt' is empty")
+        for column in answers:
+            if row.get(column) is None or not str(row.get(column)).strip():
+                errors.append(f"{where}: column {column!r} is empty")
         if len(errors) >= max_errors:
             break
     if errors:
-        raise DataError("BPO: " + "; ".join(errors) + ".")
+        raise DataError(problems("BPO: the training data", errors, "Fill in or drop these rows."))
 
 
 def subgroup_size(args: BPOConfig, num_generations: int) -> int:
@@ -177,7 +217,8 @@ class BPOTrainer(DecisionTokenEstimator, GRPOTrainer):
             validate_processing_class(processing_class, prefixes, args.chat_template_kwargs, args.train_mode_token)
             # The prefix hook is installed on our own copy: the caller's tokenizer/processor stays untouched.
             processing_class = copy.deepcopy(processing_class)
-        validate_train_rows(train_dataset, answer_column=None, conversational=args.train_mode_token)
+        validate_train_rows(train_dataset, answer_column=reward_columns(reward_funcs),
+                            conversational=args.train_mode_token)
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, processing_class=processing_class, **kwargs)
         self.prefixes = prefixes
@@ -267,6 +308,8 @@ class BPOTrainer(DecisionTokenEstimator, GRPOTrainer):
             if "prompt_id" not in x:
                 x["prompt_id"] = stable_prompt_id(inputs[i]["prompt"])
             forced.append(x)
+        # TRL's completions table shows completions without the pre-fill: name each row's forced mode there.
+        self._log_completion_extra("forced_mode", [x["forced_mode"] for x in forced])
         output = super()._generate_and_score_completions(forced)
         self._set_advantages(output, G)
         return output
@@ -275,55 +318,6 @@ class BPOTrainer(DecisionTokenEstimator, GRPOTrainer):
         if num_generations == self._group_size():
             num_generations = subgroup_size(self.args, num_generations)
         return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
-
-    # ---------------------------------------------------------------------------------------------- mode token
-
-    def _decision_split(self) -> dict:
-        """For ``train_mode_token``: per forced mode, the prefix ids from the decision token on (moved from the prompt
-        to the completion) and the prompt-side prefix text left in the prompt."""
-        if not self.args.train_mode_token:
-            return {}
-        d = self.decision
-        tok = self._tokenizer
-        split = {}
-        for mode, ids in ((Mode.THINKING, d.thinking_ids), (Mode.NON_THINKING, d.non_thinking_ids)):
-            moved = list(ids[d.position:])
-            split[self.prefixes.prefix(mode)] = {
-                "mode": mode, "moved": moved, "prompt_side": tok.decode(list(ids[:d.position])),
-                "log_share": math.log(self.args.thinking_fraction if mode is Mode.THINKING
-                                      else 1.0 - self.args.thinking_fraction),
-            }
-        logger.info("train_mode_token: tokens moved into the completion per mode: %s",
-                    {v["mode"].value: tok.convert_ids_to_tokens(v["moved"]) for v in split.values()})
-        return split
-
-    def _generate(self, prompts):
-        out = super()._generate(prompts)
-        self._moved_rows = None
-        if not self._moved_ids:
-            return out
-        prompt_ids, completion_ids, tool_mask, completions, logprobs, extra_fields, images, tool_images = out
-        tool_mask = tool_mask if tool_mask is not None else [[1] * len(c) for c in completion_ids]
-        self._moved_rows = []
-        for i, prompt in enumerate(prompts):
-            info = self._moved_ids.get(prompt[-1].get(PREFIX_MARKER) if isinstance(prompt, list) else None)
-            k = len(info["moved"]) if info else 0
-            self._moved_rows.append((info["log_share"], info["mode"] is Mode.THINKING, k) if k else None)
-            if not k:
-                continue
-            if list(prompt_ids[i][-k:]) != info["moved"]:
-                raise RuntimeError(
-                    f"train_mode_token: the prompt does not end with the expected decision tokens {info['moved']} "
-                    f"(got {list(prompt_ids[i][-k:])}); the tokenizer merges the prefix with its context.")
-            prompt_ids[i] = list(prompt_ids[i][:-k])
-            completion_ids[i] = info["moved"] + list(completion_ids[i])
-            # Train the decision token; keep forced tokens after it in the sequence but out of the loss.
-            tool_mask[i] = [1] + [0] * (k - 1) + list(tool_mask[i])
-            if logprobs is not None:  # no vLLM importance correction for forced tokens (NaN is neutral in TRL)
-                logprobs[i] = [None] * k + list(logprobs[i])
-            # TRL re-renders the prompt for vision features: it must now end with the prompt-side prefix only.
-            prompt[-1][PREFIX_MARKER] = info["prompt_side"]
-        return prompt_ids, completion_ids, tool_mask, completions, logprobs, extra_fields, images, tool_images
 
     # ---------------------------------------------------------------------------------------------- advantages
 
@@ -340,13 +334,17 @@ class BPOTrainer(DecisionTokenEstimator, GRPOTrainer):
             sl = slice(lo, lo + len(output["advantages"]))
             dev, dt = output["advantages"].device, output["advantages"].dtype
             output["advantages"] = torch.tensor(seq[sl], device=dev, dtype=dt)
+            logged = self._logs["advantages"]  # TRL's completions table: show the advantages that are trained
+            for _ in range(min(len(seq), len(logged))):
+                logged.pop()
+            logged.extend(seq)
             if spec.credit == "decision_token":
                 output[DEC_ADV] = torch.tensor(dec[sl], device=dev, dtype=dt)
             mode = "train" if self.model.training else "eval"
             forced_groups = [g for g in groups if g["raw_gap"] is not None]
-            if spec.margin > 0 and forced_groups:
-                self._metrics[mode]["bpo/margin_active"].append(
-                    sum(g["margin_active"] for g in forced_groups) / len(forced_groups))
+            if spec.margin > 0 and forced_groups:  # groups where the margin, not the accuracy, decided against thinking
+                self._metrics[mode]["bpo/margin_decided"].append(
+                    sum(g["margin_decided"] for g in forced_groups) / len(forced_groups))
         if moved is not None and any(m is not None for m in moved):
             if DEC_ADV not in output:
                 output[DEC_ADV] = output["advantages"].clone()
