@@ -188,20 +188,25 @@ def collect(out: Path, variants, seeds) -> dict:
                 pts[st] = {"mean": sum(vals) / len(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
             curves[name] = pts
         res[v] = {"label": VARIANTS[v][1], "options": " ".join(VARIANTS[v][0]) or "(defaults)",
-                  "seeds": [s for s, c in zip(seeds, per_seed) if c], "curves": curves}
+                  "seeds": [s for s, c in zip(seeds, per_seed) if c], "curves": curves,
+                  "last_step": {s: max(c["gate/hard"]) for s, c in zip(seeds, per_seed) if c.get("gate/hard")}}
     return res
 
 
 def final_table(data: dict) -> dict:
-    """Per variant, the last probe step that every seed reached: mean and range of the headline numbers."""
+    """Per variant, at the last probe step (the horizon): mean and range over the seeds that reached it (``n``; a
+    run cut short is left out there and its last step is listed under ``short``)."""
     table = {}
     for v, d in data.items():
         gh = d["curves"].get("gate/hard", {})
-        full = [st for st, p in gh.items() if p["n"] == len(d["seeds"])]
-        if not full:
+        if not gh:
             continue
-        st = max(full)
-        table[v] = {"step": st, **{k: d["curves"][k][st] for k in (
+        st = max(gh)
+        short = {}
+        for s, last in d.get("last_step", {}).items():
+            if last < st:
+                short[s] = last
+        table[v] = {"step": st, "n": gh[st]["n"], "short": short, **{k: d["curves"][k][st] for k in (
             "gate/hard", "gate/easy", "sampled_think_rate/hard", "sampled_think_rate/easy", "think_rate/hard",
             "think_rate/easy", "accuracy/hard", "accuracy/easy", "mean_tokens/all") if st in d["curves"].get(k, {})}}
     return table
@@ -214,7 +219,8 @@ def recommend(table: dict, data: dict | None = None) -> dict | None:
     sep = {v: t["gate/hard"]["min"] - t["gate/easy"]["max"] for v, t in table.items() if "gate/hard" in t}
     if not sep:
         return None
-    meets = [v for v, t in table.items() if v in sep and t["gate/hard"]["min"] >= 0.9 and t["gate/easy"]["max"] <= 0.1]
+    meets = [v for v, t in table.items() if v in sep and not t["short"] and t["gate/hard"]["min"] >= 0.9
+             and t["gate/easy"]["max"] <= 0.1]
     n_opts = lambda v: len(VARIANTS.get(v, ([],))[0])  # noqa: E731
     if meets:
         best = min(meets, key=lambda v: (n_opts(v), -sep[v]))
@@ -239,11 +245,13 @@ def markdown(table: dict, data: dict, rec: dict | None, meta: dict) -> str:
              "(balanced over difficulties). "
              "Mean [min–max] across seeds at the last probe step; gate = P(thinking decision token | auto), "
              "normalised over the two decision tokens; think-rates in %.", "",
-             "| variant | options | step | gate hard | gate easy | sampled think % hard | sampled think % easy "
+             "| variant | options | step (seeds) | gate hard | gate easy | sampled think % hard | sampled think % easy "
              "| greedy think % hard / easy | auto acc % hard | auto tokens |", "|---|---|---|---|---|---|---|---|---|---|"]
     for v, t in sorted(table.items(), key=lambda kv: PLOT_ORDER.index(kv[0]) if kv[0] in PLOT_ORDER else 99):
         g = lambda k, pct=True: _cell(t.get(k), pct)  # noqa: E731
-        lines.append(f"| {v} | `{data[v]['options']}` | {t['step']} | {g('gate/hard', False)} | {g('gate/easy', False)} "
+        cut = "".join(f"; seed {s} at step {st}" for s, st in t["short"].items())
+        lines.append(f"| {v} | `{data[v]['options']}` | {t['step']} ({t['n']}{cut}) | {g('gate/hard', False)} "
+                     f"| {g('gate/easy', False)} "
                      f"| {g('sampled_think_rate/hard')} | {g('sampled_think_rate/easy')} "
                      f"| {g('think_rate/hard')} / {g('think_rate/easy')} | {g('accuracy/hard')} "
                      f"| {_cell(t.get('mean_tokens/all'), False)} |")
@@ -258,8 +266,9 @@ def markdown(table: dict, data: dict, rec: dict | None, meta: dict) -> str:
 
 def _panels(data: dict, title: str, series: list[tuple[str, str, str]], ylabel: str, path: Path,
             ylim=None) -> None:
-    """One panel per variant; each series (curve name, label, colour) a mean line with its min–max band, labelled
-    at its right end (no legend)."""
+    """One panel per variant; each series (curve name, label, colour[, style]) a mean line with its min–max band,
+    labelled at its right end (no legend). Styles differ (width, marker) so that equal curves stay visible: the
+    series drawn first is thick and light, later ones thinner with their own markers."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -269,7 +278,8 @@ def _panels(data: dict, title: str, series: list[tuple[str, str, str]], ylabel: 
     fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names) + 0.6, 3.9), sharey=True, squeeze=False)
     for ax, v in zip(axes[0], names):
         ends = []
-        for curve, label, color in series:
+        for curve, label, color, *style in series:
+            lw, alpha, marker = style[0] if style else (2.0, 1.0, "o")
             pts = data[v]["curves"].get(curve)
             if not pts:
                 continue
@@ -277,14 +287,18 @@ def _panels(data: dict, title: str, series: list[tuple[str, str, str]], ylabel: 
             mean = [pts[s]["mean"] for s in steps]
             ax.fill_between(steps, [pts[s]["min"] for s in steps], [pts[s]["max"] for s in steps], color=color,
                             alpha=0.2, lw=0)
-            ax.plot(steps, mean, color=color, lw=2, marker="o", ms=3)
+            ax.plot(steps, mean, color=color, lw=lw, alpha=alpha, marker=marker, ms=5, mew=1.3)
             ends.append([steps[-1], mean[-1], label, color])
             ax.set_xlim(0, steps[-1] * 1.3)  # room for the end labels inside the panel
-        ends.sort(key=lambda e: e[1])  # keep end labels apart vertically
+        ends.sort(key=lambda e: e[1])  # keep end labels apart vertically, inside the axes
         lo, hi = ylim or ax.get_ylim()
         gap = 0.09 * (hi - lo)
         for i in range(1, len(ends)):
             ends[i][1] = max(ends[i][1], ends[i - 1][1] + gap)
+        if ends and ends[-1][1] > hi - gap / 2:
+            ends[-1][1] = hi - gap / 2
+            for i in range(len(ends) - 2, -1, -1):
+                ends[i][1] = min(ends[i][1], ends[i + 1][1] - gap)
         for x, y, label, color in ends:
             ax.annotate(label, (x, y), xytext=(4, 0), textcoords="offset points", color=color, fontsize=10,
                         fontweight="bold", va="center", annotation_clip=False)
@@ -295,8 +309,9 @@ def _panels(data: dict, title: str, series: list[tuple[str, str, str]], ylabel: 
             ax.set_ylim(*ylim)
         ax.tick_params(labelsize=10)
     axes[0][0].set_ylabel(ylabel, fontsize=11)
-    n = max((len(d["seeds"]) for d in data.values()), default=0)
-    fig.suptitle(f"{title}  (line: mean of {n} seed{'s' if n != 1 else ''}; band: min–max)", fontsize=13)
+    ns = sorted({len(d["seeds"]) for d in data.values()}) or [0]
+    n = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
+    fig.suptitle(f"{title}  (line: mean of {n} seed{'s' if n != '1' else ''}; band: min–max)", fontsize=13)
     fig.tight_layout(rect=(0, 0, 0.97, 0.95))
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -304,19 +319,22 @@ def _panels(data: dict, title: str, series: list[tuple[str, str, str]], ylabel: 
 
 def plots(data: dict, outdir: Path) -> list[str]:
     red, blue, grey, green = "#c0392b", "#2471a3", "#555555", "#1e8449"
+    thick, o, x, tri, sq = (4.5, 0.4, None), (2.0, 1.0, "o"), (1.3, 1.0, "x"), (1.6, 1.0, "^"), (1.6, 1.0, "s")
     _panels(data, "Gate: P(think | auto) on hard vs easy test items",
-            [("gate/hard", "hard", red), ("gate/easy", "easy", blue)], "mean gate", outdir / "gate.png", (-0.03, 1.03))
+            [("gate/hard", "hard", red, o), ("gate/easy", "easy", blue, x)], "mean gate", outdir / "gate.png",
+            (-0.03, 1.03))
     _panels(data, "Sampled (T = 1) auto think-rate",
-            [("sampled_think_rate/hard", "hard", red), ("sampled_think_rate/easy", "easy", blue)],
+            [("sampled_think_rate/hard", "hard", red, o), ("sampled_think_rate/easy", "easy", blue, x)],
             "share of answers that think", outdir / "sampled_think_rate.png", (-0.03, 1.03))
     _panels(data, "Accuracy: auto (greedy, test) and forced rollouts (training)",
-            [("accuracy/hard", "auto hard", red), ("accuracy/easy", "auto easy", blue),
-             ("rollout_accuracy/thinking", "forced think", green), ("rollout_accuracy/non_thinking", "forced direct", grey),
-             ("rollout_accuracy/auto", "free rollouts", green)], "accuracy", outdir / "accuracy.png", (-0.03, 1.03))
+            [("rollout_accuracy/thinking", "forced think", green, thick), ("rollout_accuracy/auto", "free rollouts",
+             green, thick), ("rollout_accuracy/non_thinking", "forced direct", grey, sq),
+             ("accuracy/hard", "auto hard", red, o), ("accuracy/easy", "auto easy", blue, x)], "accuracy",
+            outdir / "accuracy.png", (-0.03, 1.03))
     _panels(data, "Tokens: auto answers (greedy, test) and forced rollouts (training)",
-            [("mean_tokens/hard", "auto hard", red), ("mean_tokens/easy", "auto easy", blue),
-             ("rollout_tokens/thinking", "forced think", green), ("rollout_tokens/non_thinking", "forced direct", grey),
-             ("rollout_tokens/auto", "free rollouts", green)], "mean output tokens", outdir / "tokens.png")
+            [("rollout_tokens/thinking", "forced think", green, thick), ("rollout_tokens/auto", "free rollouts", green,
+             thick), ("rollout_tokens/non_thinking", "forced direct", grey, sq), ("mean_tokens/hard", "auto hard", red, o),
+             ("mean_tokens/easy", "auto easy", blue, x)], "mean output tokens", outdir / "tokens.png")
     return ["gate.png", "sampled_think_rate.png", "accuracy.png", "tokens.png"]
 
 

@@ -139,6 +139,10 @@ def _end_labels(ax, ends, lo=0.0, hi=1.0):
     gap = 0.08 * (hi - lo)
     for i in range(1, len(ends)):
         ends[i][1] = max(ends[i][1], ends[i - 1][1] + gap)
+    if ends and ends[-1][1] > hi:  # pushed past the top: restack downward from the top
+        ends[-1][1] = hi
+        for i in range(len(ends) - 2, -1, -1):
+            ends[i][1] = min(ends[i][1], ends[i + 1][1] - gap)
     for x, y, label, color in ends:
         ax.annotate(label, (x, y), xytext=(5, 0), textcoords="offset points", color=color, fontsize=10,
                     fontweight="bold", va="center", annotation_clip=False)
@@ -172,12 +176,12 @@ def _curve_panels(path: Path, probes: dict, labels: dict, title: str, series: li
             ax.set_xlim(min(steps), max(steps) + 0.32 * max(1, max(steps) - min(steps)))
         _end_labels(ax, ends)
         ax.set_title(labels.get(name, name), fontsize=11)
-        ax.set_xlabel("RL step", fontsize=11)
+        ax.set_xlabel("RL step (0 = annealed model)", fontsize=11)
         ax.tick_params(labelsize=10)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(ylabel, fontsize=11)
-    fig.suptitle(title, fontsize=13)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout(rect=(0, 0, 1, 0.88))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -193,7 +197,7 @@ def _accuracy_vs_tokens(path: Path, models: dict, labels: dict) -> None:
     fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names) + 0.6, 3.9), sharey=True, sharex=True,
                              squeeze=False)
     short = {"auto": "auto", "thinking": "think", "non_thinking": "direct"}
-    offsets = {"auto": (7, 6), "thinking": (-7, -14), "non_thinking": (7, -14)}
+    offsets = {"auto": ((0, 9), "center"), "thinking": ((6, -14), "left"), "non_thinking": ((0, -16), "center")}
     for ax, name in zip(axes[0], names):
         for level, color in (("hard", HARD), ("easy", EASY)):
             for mode, marker in (("thinking", "^"), ("non_thinking", "s"), ("auto", "o")):
@@ -203,8 +207,7 @@ def _accuracy_vs_tokens(path: Path, models: dict, labels: dict) -> None:
                 ax.scatter(v["mean_tokens"], 100 * v["accuracy"], marker=marker, s=90 if mode == "auto" else 50,
                            color=color, edgecolor="black" if mode == "auto" else "none", zorder=3)
                 ax.annotate(f"{short[mode]} {level}", (v["mean_tokens"], 100 * v["accuracy"]), fontsize=9,
-                            color=color, xytext=offsets[mode], textcoords="offset points",
-                            ha="right" if mode == "thinking" else "left")
+                            color=color, xytext=offsets[mode][0], textcoords="offset points", ha=offsets[mode][1])
         ax.set_title(labels.get(name, name), fontsize=11)
         ax.set_xlabel("mean output tokens", fontsize=11)
         ax.set_ylim(-8, 112)
@@ -225,13 +228,13 @@ def _plots(out: Path, models: dict, probes: dict, labels: dict) -> list[str]:
     # hard: circles, easy: crosses drawn on top, so equal curves stay visible
     thick, hard_thin, easy_thin = (4.0, 0.45, None), (1.8, 1.0, "o"), (1.2, 1.0, "x")
     if probes:
-        _curve_panels(out / "gate.png", probes, labels, "Does the model learn when to think?  Gate = P(think | auto) "
-                      "per difficulty (dotted: 0.5, greedy thinks above)",
+        _curve_panels(out / "gate.png", probes, labels, "Does the model learn when to think?\nGate = P(think | auto) "
+                      "per difficulty (dotted: 0.5, greedy thinks above it)",
                       [("gate", "hard", "hard", HARD, hard_thin), ("gate", "med", "med", MED, (1.2, 0.8, None)),
                        ("gate", "easy", "easy", EASY, easy_thin)], "mean gate on probe items")
         files.append("gate.png")
-        _curve_panels(out / "think_rate.png", probes, labels, "How often does auto mode think?  Sampled at T = 1 "
-                      "(thick) and greedy (thin, dots)",
+        _curve_panels(out / "think_rate.png", probes, labels, "How often does auto mode think?\nSampled at T = 1 "
+                      "(thick, light) and greedy (thin, markers)",
                       [("sampled_think_rate", "hard", "hard T=1", HARD, thick),
                        ("sampled_think_rate", "easy", "easy T=1", EASY, thick),
                        ("think_rate", "hard", "hard greedy", HARD, hard_thin),

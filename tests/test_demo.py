@@ -110,11 +110,14 @@ def test_ablation_summary_recomputed_by_hand(tmp_path):
     assert (c["mean"], c["min"], c["max"], c["n"]) == (pytest.approx(0.43), 0.40, 0.46, 2)
     assert summary["variants"]["bpo"]["curves"]["rollout_accuracy/thinking"][10]["mean"] == pytest.approx(0.925)
     final = summary["final"]
-    assert final["bpo"]["step"] == 20 and final["bpo_token_margin"]["step"] == 20  # seed 1 stopped at 20
-    assert final["bpo_token_margin"]["gate/easy"]["max"] == 0.08
-    rec = summary["recommended"]
-    assert rec["variant"] == "bpo_token_margin" and rec["meets_gate_target"] is True
-    assert rec["worst_seed_separation"] == pytest.approx(0.91 - 0.08)
+    assert (final["bpo"]["step"], final["bpo"]["n"], final["bpo"]["short"]) == (20, 2, {})
+    # seed 1 stopped at step 20: the horizon (40) holds seed 0 only, and the cut-short seed is named
+    assert (final["bpo_token_margin"]["step"], final["bpo_token_margin"]["n"]) == (40, 1)
+    assert final["bpo_token_margin"]["short"] == {1: 20} and final["bpo_token_margin"]["gate/easy"]["max"] == 0.01
+    rec = summary["recommended"]  # a variant with a cut-short seed cannot meet the every-seed target
+    assert rec["variant"] == "bpo_token_margin" and rec["meets_gate_target"] is False
+    assert rec["worst_seed_separation"] == pytest.approx(0.99 - 0.01) and rec["variants_meeting_target"] == []
+    assert "40 (1; seed 1 at step 20)" in (tmp_path / "ablations" / "summary.md").read_text()
     for png in summary["plots"]:
         assert (tmp_path / "ablations" / png).read_bytes()[:4] == b"\x89PNG"
     assert "| bpo_token_margin |" in (tmp_path / "ablations" / "summary.md").read_text()
