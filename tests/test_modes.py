@@ -99,17 +99,26 @@ def test_render_vision_processor(vision_processor, mode):
     assert render_prompt(vision_processor, msgs, mode) == header + EXPECTED[mode][len(HEADER):]
 
 
-def test_template_that_prefills_think_is_refused(text_tokenizer):
+def test_template_that_prefills_think_is_adapted(text_tokenizer):
+    # A plain template that always pre-fills "<think>\n": thinking keeps it, non_thinking appends the rest, auto
+    # cuts it back to the assistant header. Exact text, and the pre-fill appears once.
     for mode in Mode:
-        with pytest.raises(ModeError, match="already pre-fills"):
-            render_prompt(text_tokenizer, USER, mode, chat_template=PREFILLING)
+        text = render_prompt(text_tokenizer, USER, mode, chat_template=PREFILLING)
+        assert text == EXPECTED[mode.value]
+        assert text.count("<think>") == 1
 
 
-def test_r4b_template_with_other_prefix_needs_matching_prefixes(text_tokenizer):
-    # An R-4B template whose 'short' pre-fill lacks the trailing blank line.
+def test_template_that_prefills_reasoning_text_is_refused(text_tokenizer):
+    reasoning = PLAIN_CHATML.replace("'<|im_start|>assistant\\n'", "'<|im_start|>assistant\\n<think>\\nOkay, '")
+    with pytest.raises(ModeError, match=r"The plain ChatML chat template cannot be adapted.*pre-fills more than a think block"):
+        render_prompt(text_tokenizer, USER, "auto", chat_template=reasoning)
+
+
+def test_r4b_template_with_shorter_prefix_gets_the_rest(text_tokenizer):
+    # An R-4B template whose 'short' pre-fill lacks the trailing blank line: the rest is appended.
     other = DEFAULT_CHAT_TEMPLATE.replace("'<think>\\n\\n</think>\\n\\n'", "'<think>\\n\\n</think>'")
-    with pytest.raises(ModeError, match="Configure the prefixes"):
-        render_prompt(text_tokenizer, USER, "short", chat_template=other)
+    assert other != DEFAULT_CHAT_TEMPLATE
+    assert render_prompt(text_tokenizer, USER, "short", chat_template=other) == EXPECTED["non_thinking"]
     p = ModePrefixes(non_thinking="<think>\n\n</think>")
     assert render_prompt(text_tokenizer, USER, "short", prefixes=p, chat_template=other).endswith("<think>\n\n</think>")
 
