@@ -63,6 +63,7 @@ __all__ = [
     "switch_changes_prompt",
     "inference_template",
     "set_chat_template",
+    "check_model_template",
 ]
 
 #: Chat-template kwargs that switch thinking on or off; the adaptation sets them per mode (a user's value is
@@ -161,6 +162,13 @@ def _fail(family: str, why: str) -> ModeError:
         "r4b_trl/chat_templates/r4b_default.jinja), or set prefix_family / mode_prefixes to this template's pre-fills.")
 
 
+_CACHE: dict = {}
+
+
+def _key(kind: str, pc, template: str, p: ModePrefixes, kw: dict) -> tuple:
+    return kind, id(pc), type(pc).__name__, template, p, json.dumps(kw, sort_keys=True, default=str)
+
+
 def template_shape(pc, prefixes: ModePrefixes | None = None, chat_template: str | None = None,
                    **kwargs: Any) -> TemplateShape:
     """Measure a template's assistant header, default pre-fill and end of turn on probe conversations; raise
@@ -168,8 +176,15 @@ def template_shape(pc, prefixes: ModePrefixes | None = None, chat_template: str 
     p = prefixes or PREFIX_FAMILIES["default"]
     template = chat_template or chat_template_of(pc)
     template_style(template)  # a clear error when there is none
-    family = template_family(template)
     kw = {k: v for k, v in kwargs.items() if k not in SWITCH_KEYS}
+    key = _key("shape", pc, template, p, kw)
+    if key not in _CACHE:
+        _CACHE[key] = _measure(pc, p, template, kw)
+    return _CACHE[key]
+
+
+def _measure(pc, p: ModePrefixes, template: str, kw: dict) -> TemplateShape:
+    family = template_family(template)
     heads = set()
     prefill = ""
     for probe in PROBES:
@@ -178,7 +193,7 @@ def template_shape(pc, prefixes: ModePrefixes | None = None, chat_template: str 
             nogen = _apply(pc, probe, template, False, **kw)
         except Exception as e:  # a template error is a template problem: say which
             raise _fail(family, f"rendering a probe conversation failed ({type(e).__name__}: {e})") from e
-        if not gen.startswith(nogen) or gen == nogen:
+        if not gen.startswith(nogen):
             raise _fail(family, "its generation prompt is not an addition at the end of the conversation")
         tail = gen[len(nogen):]
         prefill = _trailing_think(tail, p)
@@ -236,6 +251,34 @@ def _log_patch(family: str, mode: Mode, got: list[str], want: str) -> None:
 
 
 def _render(pc, messages, mode: Mode, p: ModePrefixes, template: str, kw: dict) -> tuple[str, Plan]:
+    """Render in ``mode`` with the plan found for this template before (one rendering), else search it."""
+    key = _key("plan", pc, template, p, kw) + (mode,)
+    plan = _CACHE.get(key)
+    if plan is not None:
+        if plan.how == "patch":
+            shape = template_shape(pc, p, template, **kw)
+            text = _apply(pc, with_prefix(messages, plan.rest), _patched(template, shape.header, p), True, **kw)
+        else:
+            text = _apply(pc, messages, template, True, **plan.kwargs, **kw)
+            if _trailing_think(text, p) + plan.rest != p.prefix(mode):
+                text = None  # this conversation renders differently: search again
+            else:
+                text = text + plan.rest
+        if text is not None:
+            return text, plan
+    text, plan = _search(pc, messages, mode, p, template, kw)
+    _CACHE[key] = plan
+    return text, plan
+
+
+def _patched(template: str, header: str, p: ModePrefixes) -> str:
+    key = ("patched", template, header, p)
+    if key not in _CACHE:
+        _CACHE[key] = wrap_template(template, header, prefixes=p)
+    return _CACHE[key]
+
+
+def _search(pc, messages, mode: Mode, p: ModePrefixes, template: str, kw: dict) -> tuple[str, Plan]:
     want = p.prefix(mode)
     style = template_style(template)
     got = []
@@ -248,7 +291,7 @@ def _render(pc, messages, mode: Mode, p: ModePrefixes, template: str, kw: dict) 
         got.append(pre)
     shape = template_shape(pc, p, template, **kw)
     _log_patch(shape.family, mode, got, want)
-    text = _apply(pc, with_prefix(messages, want), wrap_template(template, shape.header, prefixes=p), True, **kw)
+    text = _apply(pc, with_prefix(messages, want), _patched(template, shape.header, p), True, **kw)
     return text, Plan("patch", (), want)
 
 
@@ -459,6 +502,17 @@ def check_template(processing_class, prefixes: ModePrefixes | None = None, chat_
 def check_generation_prompt(processing_class, prefixes: ModePrefixes | None = None) -> None:
     """Backward-compatible name of :func:`check_template`."""
     check_template(processing_class, prefixes)
+
+
+def check_model_template(name_or_path: str, prefixes: ModePrefixes | None = None, trust_remote_code: bool = False,
+                         revision: str | None = None, stage: str = "", **template_kwargs: Any):
+    """Load only ``name_or_path``'s tokenizer/processor and run :func:`check_template` on it — what evaluation,
+    curation and chat do before loading any weights. Returns the processing class."""
+    from .models import load_processing_class
+
+    pc = load_processing_class(name_or_path, trust_remote_code=trust_remote_code, revision=revision)
+    check_template(pc, prefixes, stage=stage, **template_kwargs)
+    return pc
 
 
 def set_chat_template(processing_class, template: str) -> None:
