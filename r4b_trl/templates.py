@@ -355,7 +355,7 @@ def _original_of(template: str) -> str:
 
 def wrap_template(template: str, header: str, end: str = "", *, prefixes: ModePrefixes | None = None,
                   plan: dict[str, Plan] | None = None, modes: bool = False, cut: bool = False,
-                  verbatim_last: bool = False) -> str:
+                  verbatim_last: bool = False, hook: bool = True) -> str:
     """Wrap ``template`` (never editing it). When a pre-fill is requested — by a last message carrying
     :data:`~r4b_trl.modes.PREFIX_MARKER` (BPO's per-rollout hook), or with ``modes`` by ``thinking_mode`` =
     ``auto``/``long``/``short`` (also ``thinking``/``non_thinking``) — the generation prompt ends with exactly that
@@ -364,7 +364,8 @@ def wrap_template(template: str, header: str, end: str = "", *, prefixes: ModePr
 
     * ``cut`` (SFT): every generation prompt ends at ``header``;
     * ``verbatim_last`` (SFT): a conversation ending with an assistant turn renders it as
-      ``header + content + end``, verbatim (reasoning included), inside ``{% generation %}`` markers.
+      ``header + content + end``, verbatim (reasoning included), inside ``{% generation %}`` markers;
+    * ``hook=False`` (the saved template): the marker is not read.
     """
     p = prefixes or PREFIX_FAMILIES["default"]
     original = _original_of(template)
@@ -373,8 +374,8 @@ def wrap_template(template: str, header: str, end: str = "", *, prefixes: ModePr
     head = ["{# r4b-trl wrapper: see r4b_trl/templates.py #}",
             "{%- set r4b = namespace(prefill=none, last=none, keep=false, rest='') %}",
             "{%- if add_generation_prompt is defined and add_generation_prompt %}",
-            f"{{%- if messages and messages[-1]['{PREFIX_MARKER}'] is defined %}}"
-            f"{{%- set r4b.prefill = messages[-1]['{PREFIX_MARKER}'] %}}"]
+            (f"{{%- if messages and messages[-1]['{PREFIX_MARKER}'] is defined %}}"
+             f"{{%- set r4b.prefill = messages[-1]['{PREFIX_MARKER}'] %}}") if hook else "{%- if false %}"]
     if modes:
         head.append(f"{{%- elif thinking_mode is defined and thinking_mode in {_lit(table)} %}}"
                     f"{{%- set r4b.prefill = {_lit(table)}[thinking_mode] %}}")
@@ -464,7 +465,7 @@ def inference_template(processing_class, prefixes: ModePrefixes | None = None, c
     if template_style(template) is TemplateStyle.R4B and {pl.how for pl in plan.values()} == {"switch"}:
         return template
     shape = template_shape(processing_class, p, template, **template_kwargs)
-    return wrap_template(template, shape.header, prefixes=p, plan=plan, modes=True)
+    return wrap_template(template, shape.header, prefixes=p, plan=plan, modes=True, hook=False)
 
 
 def check_template(processing_class, prefixes: ModePrefixes | None = None, chat_template: str | None = None,
