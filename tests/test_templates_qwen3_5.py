@@ -93,6 +93,10 @@ def test_sft_on_qwen3_5_trains_the_whole_turn_and_saves_every_mode(qwen3_5_model
         assert qwen3_5_processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True,
                                                      chat_template=saved, **kw) == \
             qwen3_5_processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True, **kw)
+    # The model card says how: thinking_mode through transformers and vLLM, and where the template came from.
+    card = (out / "README.md").read_text()
+    assert "base model's template (`qwen3_5_think`)" in card
+    assert 'thinking_mode=mode' in card and '{"chat_template_kwargs": {"thinking_mode": "auto"}}' in card
 
 
 @pytest.mark.parametrize("vision", [False, True], ids=["text_rows", "image_rows"])
