@@ -457,10 +457,14 @@ def load_backend(config: EvalConfig):
         raise EvalError(f"model path {config.model!r} does not exist.{hint}")
     mcfg = load_config(config.model, config.trust_remote_code, config.revision)
     vision = is_vision_config(mcfg)
+    from .modes import ModeError
     from .templates import check_template
 
     pc = load_processing_class(config.model, config.trust_remote_code, config.revision, vision=vision)
-    check_template(pc, config.resolved_prefixes(), stage="evaluate")  # before any weights load
+    try:
+        check_template(pc, config.resolved_prefixes(), stage="evaluate")  # before any weights load
+    except ModeError as err:
+        raise EvalError(str(err)) from err
     if config.backend == "vllm":
         from .generation import VLLMBackend
 

@@ -223,3 +223,83 @@ def test_prefix_marker_is_inert_in_the_model_template(tok):
     marked = pc.apply_chat_template(with_prefix(SINGLE, "<think>"), tokenize=False, add_generation_prompt=False,
                                     chat_template=saved)
     assert plain == marked and PREFIX_MARKER not in SINGLE[-1]
+
+
+# ---- every recipe refuses an unadaptable template before any weights load ----------------------------------------
+
+REASONING_PREFILL = (
+    "{%- for m in messages %}{{- '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n<think>\\nOkay, ' }}{%- endif %}")
+
+
+@pytest.fixture(scope="module")
+def bad_template_model(tiny_text_model, tmp_path_factory):
+    """The tiny text model's config and tokenizer with a template that pre-fills reasoning text, and *no weights*:
+    loading the model would fail, so a refusal proves the check ran first."""
+    import shutil
+
+    out = tmp_path_factory.mktemp("bad") / "model"
+    out.mkdir()
+    for name in os.listdir(tiny_text_model):
+        if not name.endswith(".safetensors"):
+            shutil.copy(os.path.join(tiny_text_model, name), out / name)
+    (out / "chat_template.jinja").write_text(REASONING_PREFILL)
+    return str(out)
+
+
+def _load_recipe(name):
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(f"r4b_{name}_recipe_t", root / "recipes" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+ONE_LINE = r"The plain ChatML chat template cannot be adapted to r4b-trl's thinking modes: .*pre-fills more than"
+
+
+def test_recipes_refuse_before_loading_weights(bad_template_model, tmp_path, capsys, monkeypatch):
+    from pathlib import Path
+
+    from r4b_trl.data.io import write_jsonl
+
+    root = Path(__file__).resolve().parents[1]
+    cpu = ["--use_cpu", "true", "--bf16", "false", "--report_to", "none"]
+    sft_data = root / "r4b_trl" / "data" / "samples" / "curated_sample"
+    with pytest.raises(ModeError, match="^SFT: " + ONE_LINE):
+        _load_recipe("sft").main(["--model_name_or_path", bad_template_model, "--dataset_name", str(sft_data),
+                                  "--skip_image_rows", "true", "--output_dir", str(tmp_path / "s"), *cpu])
+    from trl import ModelConfig, TrlParser
+
+    from r4b_trl.bpo import BPOConfig
+    from r4b_trl.bpo.recipe import BPOScriptArguments, main as bpo_main
+
+    args = TrlParser((BPOScriptArguments, BPOConfig, ModelConfig)).parse_args_and_config(
+        ["--config", str(root / "recipes/tiny/bpo/tiny.yaml"), "--model_name_or_path", bad_template_model,
+         "--output_dir", str(tmp_path / "b"), "--dataset_name", str(root / "r4b_trl/data/samples/math_tiny.jsonl")])
+    with pytest.raises(ModeError, match="^BPO: " + ONE_LINE):
+        bpo_main(*args)
+    from r4b_trl.evaluation import main as eval_main
+
+    monkeypatch.chdir(root)  # the tiny eval config's benchmark paths are relative to the repository root
+    with pytest.raises(SystemExit):
+        eval_main(["--config", "recipes/tiny/eval/tiny.yaml", "--model", bad_template_model,
+                   "--output_dir", str(tmp_path / "e"), "--limit", "2"])
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("[r4b-eval]")]
+    assert len(err) == 1 and err[0].startswith("error: EVALUATE: The plain ChatML chat template"), err
+    from r4b_trl.data.curation import CurationConfig, curate
+    from r4b_trl.data.io import DataError
+
+    write_jsonl(tmp_path / "q.jsonl", [{"id": "a", "question": "1+1?", "answer": "2"}])
+    cfg = CurationConfig(dataset=str(tmp_path / "q.jsonl"), output_dir=str(tmp_path / "c"),
+                         columns={"id": "id"}, annotator={"type": "transformers", "model": bad_template_model})
+    with pytest.raises(DataError, match="^CURATE: " + ONE_LINE):
+        curate(cfg, progress=False)
+    from r4b_trl.chat import main as chat_main
+
+    capsys.readouterr()
+    assert chat_main(["--model", bad_template_model, "hi"]) == 2
+    assert capsys.readouterr().err.startswith("error: CHAT: The plain ChatML chat template")

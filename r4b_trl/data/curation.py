@@ -337,7 +337,12 @@ class _ModelRole:
         if spec.get("revision"):
             common["revision"] = spec["revision"]
         # The chat template is checked (one line, naming its family) before any weights load.
-        check_model_template(spec.get("tokenizer") or model, prefixes, stage="curate", **common)
+        from ..modes import ModeError
+
+        try:
+            check_model_template(spec.get("tokenizer") or model, prefixes, stage="curate", **common)
+        except ModeError as err:
+            raise DataError(str(err)) from err
         if t == "transformers":
             load = dict(common, dtype=spec.get("dtype", "auto"), device_map=spec.get("device_map"),
                         adapter=spec.get("adapter"))
