@@ -108,7 +108,10 @@ def test_bpo_on_qwen3_5(qwen3_5_model, qwen3_5_processor, red_image, tmp_path, v
     from r4b_trl.bpo import BPOTrainer
 
     torch.set_num_threads(1)
-    args = bpo_args(tmp_path, per_device_train_batch_size=4, max_steps=1, max_completion_length=4)
+    # Image rows also train the decision token (train_mode_token, as the Qwen3.5 recipes do): TRL's re-rendering
+    # for image features must then end with the prompt-side part of the pre-fill.
+    args = bpo_args(tmp_path, per_device_train_batch_size=4, max_steps=1, max_completion_length=4,
+                    train_mode_token=vision)
     rows = vision_rows(red_image, n=2) if vision else text_rows(2)
     pc = copy.deepcopy(qwen3_5_processor)
     trainer = BPOTrainer(model=AutoModelForImageTextToText.from_pretrained(qwen3_5_model),
@@ -132,6 +135,14 @@ def test_bpo_on_qwen3_5(qwen3_5_model, qwen3_5_processor, red_image, tmp_path, v
     assert forced.count("thinking") == forced.count("non_thinking") == len(forced) // 2 > 0
     dump = read_dump(args.output_dir)
     assert sorted(r["forced_mode"] for r in dump) == sorted(forced)
+    if vision:  # the decision token (the one after "<think>") heads every completion and is trained
+        buf = trainer._buffered_inputs[0]
+        think_open = tok.convert_tokens_to_ids("<think>")
+        nl, nlnl = tok.convert_tokens_to_ids("Ċ"), tok.convert_tokens_to_ids("ĊĊ")
+        for i in range(buf["completion_ids"].shape[0]):
+            prompt = buf["prompt_ids"][i][buf["prompt_mask"][i].bool()].tolist()
+            assert prompt[-1] == think_open  # only the auto part of the pre-fill stays in the prompt
+            assert int(buf["completion_ids"][i][0]) in (nl, nlnl) and buf["tool_mask"][i, 0].item() == 1
 
 
 def test_evaluation_on_qwen3_5(qwen3_5_model, tmp_path):
