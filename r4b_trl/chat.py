@@ -258,4 +258,6 @@ def main(argv: Sequence[str] | None = None, stdin: IO[str] | None = None, out: I
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from .errors import cli
+
+    raise SystemExit(cli(main))

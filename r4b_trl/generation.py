@@ -279,6 +279,14 @@ def _openai_messages(messages: list[dict], images: list | None) -> list[dict]:
     return out
 
 
+class EndpointError(ConnectionError, RuntimeError):
+    """An OpenAI-compatible endpoint gave up: ``status`` is the last HTTP status (None: no connection / timeout)."""
+
+    def __init__(self, message: str, url: str, status: int | None = None):
+        super().__init__(message)
+        self.url, self.status = url, status
+
+
 class OpenAIBackend:
     """Any OpenAI-compatible endpoint (``vllm serve MODEL``, ``trl vllm-serve``, hosted APIs).
 
@@ -321,7 +329,7 @@ class OpenAIBackend:
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        last = None
+        last, status = None, None
         for attempt in range(self.max_retries + 1):
             if attempt:
                 time.sleep(min(self.backoff * 2 ** (attempt - 1), 60.0))
@@ -332,13 +340,15 @@ class OpenAIBackend:
             except urllib.error.HTTPError as e:
                 detail = e.read().decode("utf-8", "replace")[:500]
                 if e.code in (408, 429) or e.code >= 500:
-                    last = f"HTTP {e.code}: {detail}"
+                    last, status = f"HTTP {e.code}: {detail}", e.code
                     continue
-                raise RuntimeError(f"{url} answered HTTP {e.code}: {detail}") from e
+                raise EndpointError(f"{url} answered HTTP {e.code}: {detail}", url, e.code) from e
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
-                last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
-        raise ConnectionError(f"{url}: no answer after {self.max_retries + 1} attempts (last error: {last}). "
-                              "Is the server up, and is base_url right?")
+                last, status = f"{type(e).__name__}: {getattr(e, 'reason', e)}", None
+        hint = ("Is the server up, and is base_url right?" if status is None else
+                f"The server is up but answers HTTP {status}: see its log.")
+        raise EndpointError(f"{url}: no answer after {self.max_retries + 1} attempts (last error: {last}). {hint}",
+                            url, status)
 
     # -- results ----------------------------------------------------------------------------------------------
     def _count(self, text: str, finished: bool, fallback: int) -> int:

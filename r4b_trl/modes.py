@@ -18,6 +18,8 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from .errors import UsageError
+
 __all__ = [
     "Mode",
     "MODE_ALIASES",
@@ -47,7 +49,7 @@ __all__ = [
 ]
 
 
-class ModeError(ValueError):
+class ModeError(UsageError):
     """Raised for an unknown mode, a template that cannot express a mode, or a tokenizer that cannot carry the
     think tags. The message always says what to do."""
 

@@ -32,7 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .checkpoints import resolve_resume
 from .data.io import DataError, load_table
+from .errors import UsageError, problems, row_label
 from .modes import ModePrefixes, chat_template_of, get_prefixes, parse_response
 
 logger = logging.getLogger(__name__)
@@ -179,7 +181,7 @@ def validate_sft_rows(ds, prefixes: ModePrefixes | None = None, source: str = "d
             view = view.cast_column(images_column, type(feat)(datasets.Image(decode=False)))
     errors, counts = [], {"thinking": 0, "non_thinking": 0}
     for i, row in enumerate(view):
-        name = f"row {i}" + (f" (id {row['id']!r})" if row.get("id") is not None else "")
+        name = row_label(i, row.get("id"))
         completion = row.get("completion")
         if isinstance(completion, list):
             if not completion or not isinstance(completion[-1], dict) or completion[-1].get("role") != "assistant":
@@ -203,13 +205,12 @@ def validate_sft_rows(ds, prefixes: ModePrefixes | None = None, source: str = "d
             if n_blocks != n_images:
                 errors.append(f"{name}: the prompt has {n_blocks} image block(s) but the row has {n_images} image(s)")
     if errors:
-        shown = "\n  ".join(errors[:max_report])
-        more = f"\n  … and {len(errors) - max_report} more" if len(errors) > max_report else ""
-        raise DataError(
+        raise DataError(problems(
             f"{source}: {len(errors)} problem(s) in {len(view)} rows; annealing targets must be valid thinking "
-            f"({p.thinking!r}…{p.close_tag!r}…answer) or non-thinking ({p.non_thinking!r}answer) answers:\n  "
-            f"{shown}{more}\nCurate the data with data_prep/curate.py, or build targets with "
-            "r4b_trl.modes.ModePrefixes().thinking_answer(reasoning, answer) / non_thinking_answer(answer).")
+            f"({p.thinking!r}…{p.close_tag!r}…answer) or non-thinking ({p.non_thinking!r}answer) answers",
+            errors[:max_report], "Curate the data with data_prep/curate.py, or build targets with "
+            "r4b_trl.modes.ModePrefixes().thinking_answer(reasoning, answer) / non_thinking_answer(answer).",
+            total=len(errors)))
     return counts
 
 
@@ -247,7 +248,8 @@ def _load_one(path: str, split: str, name: str | None, script_args: SFTScriptArg
         def split_messages(row, idx):
             msgs = row[mc]
             if not msgs or msgs[-1].get("role") != "assistant":
-                raise DataError(f"{path}: row {idx}: the last message of {mc!r} must be the assistant's target.")
+                raise DataError(f"{path}: {row_label(idx, row.get('id'))}: the last message of {mc!r} must be the "
+                                "assistant's target. Fix or drop this row.")
             return {"prompt": msgs[:-1], "completion": [msgs[-1]]}
 
         ds = ds.map(split_messages, with_indices=True, remove_columns=[mc])
@@ -546,39 +548,15 @@ def _family(pc) -> str:
     return template_family(chat_template_of(pc))
 
 
-def resolve_resume(training_args, auto_resume: bool = True) -> str | bool | None:
-    """What to pass as ``trainer.train(resume_from_checkpoint=...)``: the configured value (``true`` = the last
-    checkpoint in output_dir), else — with ``auto_resume`` — the last ``checkpoint-*`` in output_dir, else None."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    value = training_args.resume_from_checkpoint
-    if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "last"):
-        value = True
-    elif isinstance(value, str) and value.strip().lower() in ("false", "0", "no", "none", ""):
-        return None
-    if value is True:
-        last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
-        if last is None:
-            raise FileNotFoundError(f"resume_from_checkpoint=true but {training_args.output_dir} has no checkpoint-*.")
-        return last
-    if value:
-        if not os.path.isdir(value):
-            raise FileNotFoundError(f"resume_from_checkpoint={value!r} is not a checkpoint folder.")
-        return value
-    if auto_resume and os.path.isdir(training_args.output_dir):
-        return get_last_checkpoint(training_args.output_dir)
-    return None
-
-
 def run(script_args: SFTScriptArguments, training_args, model_args):
     """Validate the data, build the model and :class:`AnnealingTrainer`, train (resuming if there is a checkpoint)
     and save. Returns the trainer."""
     from .model_card import card_from_training, use_r4b_model_card
-    from .models import is_vision_config, load_config, load_for_training, load_processing_class
+    from .models import check_model_path, is_vision_config, load_config, load_for_training, load_processing_class
     from .modes import add_think_tokens, check_think_tokens
 
-    if not model_args.model_name_or_path:
-        raise ValueError("Set model_name_or_path.")
+    check_model_path(model_args.model_name_or_path)
+    resume = resolve_resume(training_args, script_args.auto_resume)  # a bad resume path fails before any loading
     prefixes = get_prefixes(script_args.prefix_family)
     trust = bool(training_args.trust_remote_code)
     revision = model_args.model_revision
@@ -604,7 +582,7 @@ def run(script_args: SFTScriptArguments, training_args, model_args):
 
     # 3. the model (TRL ModelConfig flags or an r4b-trl PEFT preset)
     if (model_args.load_in_4bit or model_args.load_in_8bit) and not (model_args.use_peft or script_args.peft_preset):
-        raise ValueError("4/8-bit loading (QLoRA) trains adapters only: set use_peft: true or peft_preset: qlora_lm.")
+        raise UsageError("4/8-bit loading (QLoRA) trains adapters only: set use_peft: true or peft_preset: qlora_lm.")
     model, peft_config = load_for_training(model_args, training_args, script_args.peft_preset, stage="sft")
     if added:
         tok = getattr(pc, "tokenizer", pc)
@@ -616,7 +594,6 @@ def run(script_args: SFTScriptArguments, training_args, model_args):
         if peft_config is not None:  # LoRA: the new rows must be trainable too
             peft_config.trainable_token_indices = list(added)
 
-    resume = resolve_resume(training_args, script_args.auto_resume)
     if resume:
         logger.info("resuming from %s", resume)
     multipliers = {"vision": script_args.vision_lr_multiplier, "projector": script_args.projector_lr_multiplier}

@@ -32,15 +32,17 @@ class RolloutRecord:
     accuracy: float | None
     completion_tokens: int
     truncated: bool
-    completion: str
+    completion: str | None  # gathered on dump steps only
     advantage: float | None = None
+    decision_advantage: float | None = None  # advantage of the decision token (before the estimator's weight)
 
 
 def step_metrics(records: list[RolloutRecord], num_generations: int) -> dict[str, float]:
     """Per-mode metrics for one generation batch.
 
     Keys: ``bpo/<forced_mode>/{reward,accuracy,completion_length,truncated,said_thinking}`` per forced mode
-    present, ``bpo/frac_zero_spread_groups`` (groups whose rewards are all equal) and
+    present, ``bpo/frac_zero_spread_groups`` (groups of two or more scored rewards, all equal: TRL's
+    ``frac_reward_zero_std`` for groups) and
     ``bpo/think_minus_nothink_reward`` (mean over groups of mean thinking reward − mean non-thinking reward;
     only groups holding both modes count).
     """
@@ -57,7 +59,8 @@ def step_metrics(records: list[RolloutRecord], num_generations: int) -> dict[str
     zero, gaps = [], []
     for g in groups:
         vals = [r.reward for r in g if not math.isnan(r.reward)]
-        zero.append(1.0 if (len(vals) == 0 or max(vals) - min(vals) < 1e-9) else 0.0)
+        # as TRL's frac_reward_zero_std: a group with fewer than two scored rewards has no (NaN) spread, not zero
+        zero.append(1.0 if (len(vals) >= 2 and max(vals) - min(vals) < 1e-9) else 0.0)
         t = [r.reward for r in g if r.forced_mode == "thinking"]
         n = [r.reward for r in g if r.forced_mode == "non_thinking"]
         if t and n:
@@ -65,19 +68,6 @@ def step_metrics(records: list[RolloutRecord], num_generations: int) -> dict[str
     out["bpo/frac_zero_spread_groups"] = _mean(zero)
     if gaps:
         out["bpo/think_minus_nothink_reward"] = _mean(gaps)
-    return out
-
-
-def thinking_cost_mask(modes: list[str], correct: list[bool], num_generations: int) -> list[bool]:
-    """Which rollouts pay the thinking cost: correct *thinking* answers in groups where at least one *non-thinking*
-    answer is also correct. Wrong answers never pay (so a cost cannot reward a wrong answer), and a group where only
-    thinking is right pays nothing (so a cost cannot push hard items away from thinking)."""
-    out = [False] * len(modes)
-    for g in range(0, len(modes), num_generations):
-        idx = range(g, min(g + num_generations, len(modes)))
-        if any(modes[i] == "non_thinking" and correct[i] for i in idx):
-            for i in idx:
-                out[i] = modes[i] == "thinking" and correct[i]
     return out
 
 
@@ -104,6 +94,7 @@ class RolloutDump:
                 "mode": r.mode,
                 "reward": None if math.isnan(r.reward) else r.reward,
                 "advantage": r.advantage,
+                "decision_advantage": r.decision_advantage,
                 "completion_tokens": r.completion_tokens,
                 "truncated": r.truncated,
                 "completion": r.completion,
