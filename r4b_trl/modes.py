@@ -39,10 +39,7 @@ __all__ = [
     "check_think_tokens",
     "add_think_tokens",
     "PREFIX_MARKER",
-    "PREFIX_HOOK",
-    "add_prefix_hook",
     "with_prefix",
-    "ensure_prefix_hook",
     "chat_template_of",
     "DecisionTokens",
     "decision_tokens",
@@ -269,34 +266,9 @@ def template_style(template: str | None) -> TemplateStyle:
     return TemplateStyle.PLAIN
 
 
-#: Key added to the last prompt message to carry a per-rollout assistant pre-fill through a chat template.
+#: Key added to the last prompt message to carry a per-rollout assistant pre-fill through a chat template
+#: (read by the wrapper of :func:`r4b_trl.templates.hook_template`).
 PREFIX_MARKER = "r4b_prefix"
-#: Jinja appended to a chat template: renders the marker after the generation prompt. Inert for every other caller.
-PREFIX_HOOK = (
-    "{%- if add_generation_prompt and messages and messages[-1]['" + PREFIX_MARKER + "'] is defined %}"
-    "{{- messages[-1]['" + PREFIX_MARKER + "'] }}{%- endif %}"
-)
-
-
-def add_prefix_hook(template: str) -> str:
-    """Return ``template`` with :data:`PREFIX_HOOK` appended (idempotent)."""
-    if PREFIX_HOOK in template:
-        return template
-    return template + PREFIX_HOOK
-
-
-def ensure_prefix_hook(processing_class) -> None:
-    """Install :data:`PREFIX_HOOK` on a tokenizer or processor (and its inner tokenizer), in place."""
-    template = chat_template_of(processing_class)
-    if not template:
-        template_style(template)  # raises the helpful error
-    hooked = add_prefix_hook(template)
-    processing_class.chat_template = hooked
-    inner = getattr(processing_class, "tokenizer", None)
-    if inner is not None and inner is not processing_class:
-        inner.chat_template = hooked
-
-
 def with_prefix(messages: list[dict], prefix: str) -> list[dict]:
     """A copy of ``messages`` whose last message carries ``prefix`` as the assistant pre-fill marker."""
     if not messages:

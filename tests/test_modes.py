@@ -9,7 +9,6 @@ from r4b_trl.modes import (
     ModeError,
     ModePrefixes,
     TemplateStyle,
-    add_prefix_hook,
     check_generation_prompt,
     check_think_tokens,
     parse_response,
@@ -129,8 +128,9 @@ def test_missing_template_is_a_clear_error(text_tokenizer):
 
 
 def test_prefix_hook_is_inert_without_marker(text_tokenizer):
-    hooked = add_prefix_hook(text_tokenizer.chat_template)
-    assert add_prefix_hook(hooked) == hooked
+    from r4b_trl.templates import hook_template
+
+    hooked = hook_template(text_tokenizer)
     plain = text_tokenizer.apply_chat_template(USER, tokenize=False, add_generation_prompt=True, chat_template=hooked)
     assert plain == HEADER
     marked = with_prefix(USER, "<think>\n")
