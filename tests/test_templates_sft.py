@@ -97,3 +97,24 @@ def _with(tok, template):
     out = copy.deepcopy(tok)
     out.chat_template = template
     return out
+
+
+def test_chat_template_path_is_applied_before_the_check(sft_trainer, text_tokenizer, tmp_path):
+    """TRL's chat_template_path is applied by r4b-trl first (and cleared so that TRL does not put it back over the
+    SFT template): here it swaps R1-distill's template for r4b-trl's ChatML one."""
+    from r4b_trl.chat_templates import DEFAULT_CHAT_TEMPLATE
+    from r4b_trl.sft import adapt_sft_templates
+    from r4b_trl.templates import template_family
+
+    tok = _with(text_tokenizer, _template("deepseek_r1_distill"))
+    path = tmp_path / "t.jinja"
+    path.write_text(DEFAULT_CHAT_TEMPLATE)
+    args = copy.copy(sft_trainer.args)
+    args.chat_template_path = str(path)
+    ds = Dataset.from_list([{"prompt": HISTORY, "completion": [{"role": "assistant", "content": TARGETS["thinking"]}]}])
+    _, _, saved = adapt_sft_templates(tok, P, args, ds)
+    assert args.chat_template_path is None
+    assert template_family(tok.chat_template) == "r4b_default" and saved == DEFAULT_CHAT_TEMPLATE
+    args.chat_template_path = str(tmp_path / "missing.txt")
+    with pytest.raises(ValueError, match="chat_template_path="):
+        adapt_sft_templates(tok, P, args, ds)
