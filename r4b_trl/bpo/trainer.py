@@ -14,7 +14,8 @@ How the forced modes are composed (no TRL code is copied; four small overrides):
    size ``gcd(G·f, G·(1−f))`` instead, so each unique prompt is homogeneous in mode.
 3. ``_calculate_rewards``: gathers per-rollout information for per-mode telemetry and the rollout dump (and makes
    truncated rollouts unscorable under ``mask_truncated_completions``).
-4. ``_save``: checkpoints keep the model's own chat template (the hook is removed while saving).
+4. ``_save``: checkpoints are saved with ``r4b_trl.templates.inference_template`` (the model's template, wrapped
+   where needed so that ``thinking_mode`` = auto/long/short reaches every mode; the hook is removed).
 
 ``train_mode_token`` (``_generate``, ``_compute_loss``, ``_get_per_token_logps_and_entropies``) lives in the
 ``DecisionTokenEstimator`` mixin (``estimator.py``).
@@ -44,7 +45,6 @@ from ..modes import (
     Mode,
     ModeError,
     ModePrefixes,
-    add_prefix_hook,
     chat_template_of,
     check_think_tokens,
     decision_tokens,
@@ -52,6 +52,14 @@ from ..modes import (
     parse_response,
     render_prompt,
     with_prefix,
+)
+from ..templates import (
+    SWITCH_KEYS,
+    check_template,
+    hook_template,
+    inference_template,
+    set_chat_template,
+    template_shape,
 )
 from .advantages import AdvantageSpec, bpo_advantages, group_is_forced, parse_schedule
 from .config import BPOConfig
@@ -67,22 +75,17 @@ def prefixes_from_args(args: BPOConfig) -> ModePrefixes:
 
 def validate_processing_class(processing_class, prefixes: ModePrefixes, chat_template_kwargs: dict | None = None,
                               train_mode_token: bool = False) -> None:
-    """Refuse, before training, a tokenizer that would strip the think tags, or a chat template whose generation
-    prompt already pre-fills a think block (the forced prefix would double); with ``train_mode_token``, a tokenizer
-    whose forced prefixes do not both contain the decision token (the forcing probability would be wrong)."""
+    """Refuse, before any model loads, a tokenizer that would strip the think tags, or a chat template that cannot
+    be adapted so that every forced mode's prompt ends with exactly its pre-fill (``r4b_trl.templates``: the
+    template's own switch, the rest appended, or its pre-fill cut to the assistant header; one line naming the
+    template family and what to pass instead); with ``train_mode_token``, a tokenizer whose forced prefixes do not
+    both contain the decision token (the forcing probability would be wrong)."""
     check_think_tokens(processing_class, prefixes)
-    probe = [{"role": "user", "content": "1+1?"}]
     kwargs = dict(chat_template_kwargs or {})
-    text = processing_class.apply_chat_template(probe, tokenize=False, add_generation_prompt=True, **kwargs)
-    tail = text[text.rfind(prefixes.open_tag):] if prefixes.open_tag in text else ""
-    if tail and tail[len(prefixes.open_tag):].replace(prefixes.close_tag, "", 1).strip() == "":
-        raise ModeError(
-            f"BPO: the chat template (with chat_template_kwargs={kwargs}) already pre-fills the assistant turn with "
-            f"{tail!r}; BPO's forced prefixes would double it. Remove enable_thinking/thinking_mode from "
-            "chat_template_kwargs, or use a template whose generation prompt ends at the assistant header."
-        )
+    check_template(processing_class, prefixes, stage="bpo", **kwargs)
     if train_mode_token:
-        d = decision_tokens(processing_class, prefixes)
+        header = template_shape(processing_class, prefixes, **kwargs).header
+        d = decision_tokens(processing_class, prefixes, context=header)
         if not (d.thinking_in_prefix and d.non_thinking_in_prefix):
             raise ModeError(
                 "BPO: train_mode_token needs the mode-decision token inside both forced prefixes, but this tokenizer "
@@ -226,7 +229,8 @@ class BPOTrainer(DecisionTokenEstimator, GRPOTrainer):
         self._advantage_spec = AdvantageSpec.from_args(args)
         self._schedule = parse_schedule(args.forced_schedule)
         self._original_templates = self._install_prefix_hook()
-        self.decision = decision_tokens(self.processing_class, prefixes)
+        header = template_shape(self.processing_class, prefixes, **(self.chat_template_kwargs or {})).header
+        self.decision = decision_tokens(self.processing_class, prefixes, context=header)
         logger.info("BPO mode decision: %s", self.decision.describe())
         self._moved_ids = self._decision_split()
         tok = self._tokenizer
@@ -247,34 +251,30 @@ class BPOTrainer(DecisionTokenEstimator, GRPOTrainer):
     # ---------------------------------------------------------------------------------------------- templates
 
     def _install_prefix_hook(self) -> dict:
+        """Render rollouts with the adapted template (``r4b_trl.templates.hook_template``): a last message carrying
+        the forced pre-fill renders exactly as ``render_prompt`` does in that mode. Checkpoints are saved with
+        ``inference_template`` (every mode reachable with ``thinking_mode``)."""
         pc = self.processing_class
-        originals = {"pc": getattr(pc, "chat_template", None)}
-        inner = getattr(pc, "tokenizer", None)
-        if inner is not None and inner is not pc:
-            originals["inner"] = inner.chat_template
-        template = chat_template_of(pc)
-        hooked = add_prefix_hook(template)
-        pc.chat_template = hooked
-        if "inner" in originals:
-            inner.chat_template = hooked
+        kwargs = dict(self.chat_template_kwargs or {})
+        dropped = {k: kwargs.pop(k) for k in list(kwargs) if k in SWITCH_KEYS}
+        if dropped:
+            logger.info("BPO: chat_template_kwargs %s ignored: each forced mode sets the template's switch", dropped)
+        self.chat_template_kwargs = kwargs
+        originals = {"saved": inference_template(pc, self.prefixes, **kwargs)}
+        set_chat_template(pc, hook_template(pc, self.prefixes, **kwargs))
         if self.chat_template is not None:  # TRL's tool template, when tools are used
-            self.chat_template = add_prefix_hook(self.chat_template)
+            self.chat_template = hook_template(pc, self.prefixes, self.chat_template, **kwargs)
         return originals
 
     @contextmanager
     def _without_prefix_hook(self):
         pc = self.processing_class
-        inner = getattr(pc, "tokenizer", None)
-        hooked = pc.chat_template
-        pc.chat_template = self._original_templates["pc"]
-        if "inner" in self._original_templates:
-            inner.chat_template = self._original_templates["inner"]
+        hooked = chat_template_of(pc)
+        set_chat_template(pc, self._original_templates["saved"])
         try:
             yield
         finally:
-            pc.chat_template = hooked
-            if "inner" in self._original_templates:
-                inner.chat_template = hooked
+            set_chat_template(pc, hooked)
 
     def _save(self, output_dir=None, state_dict=None):
         with self._without_prefix_hook():
