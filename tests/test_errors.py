@@ -186,7 +186,10 @@ def test_bpo_trainer_checks_the_answer_column_before_loading(tmp_path, broken_we
                                {"prompt": prompt, "solution": "", "prompt_id": "p2"}])
     with pytest.raises(DataError, match=r"row 2 \(id 'p2'\): column 'solution' is empty"):
         BPOTrainer(model=broken_weights_model, reward_funcs=[accuracy_reward], args=args, train_dataset=empty)
-    assert reward_columns([accuracy_reward, length_reward, "org/reward-model"]) == ["solution"]
+    def by_prompt(completions, forced_mode, prompt_id, gold, weight=1.0, **kw):  # prompt_id: BPO supplies it
+        return [0.0] * len(completions)
+
+    assert reward_columns([accuracy_reward, length_reward, by_prompt, "org/reward-model"]) == ["solution", "gold"]
 
 
 def test_row_labels_and_messages_end_in_one_period(tmp_path):
@@ -256,3 +259,19 @@ def test_top_level_api_is_lazy():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert out.stdout.strip() == "[]", out.stderr[-2000:]
+
+
+def test_mix_names_the_row_without_a_mode(tmp_path, capsys):
+    from r4b_trl.data.io import write_jsonl
+
+    ok = {"prompt": [{"role": "user", "content": "q"}], "completion": [{"role": "assistant", "content": "a"}],
+          "mode": "non_thinking"}
+    write_jsonl(tmp_path / "c.jsonl", [{"id": "a", **ok}, {"id": "b", "prompt": ok["prompt"],
+                                                            "completion": ok["completion"]}])
+    (tmp_path / "mix.yaml").write_text(f"sources:\n  - path: {tmp_path / 'c.jsonl'}\noutput_dir: {tmp_path / 'o'}\n")
+    spec = importlib.util.spec_from_file_location("mix_cli", ROOT / "data_prep" / "mix.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--config", str(tmp_path / "mix.yaml")]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "row 2 (id 'b') has no 'mode' field" in line and "data_prep/curate.py" in line

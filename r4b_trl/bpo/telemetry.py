@@ -163,22 +163,33 @@ def collapse_state(think_rates: list[float], low: float, high: float, patience: 
 
 
 def probe_summary(step: int, items: list[dict], group_column: str | None) -> dict:
-    """Aggregate probe items (``mode``, ``correct``, optional group) into one history row."""
-    row = {
-        "step": step,
-        "n": len(items),
-        "think_rate": _mean([1.0 if it["mode"] == "thinking" else 0.0 for it in items]),
-        "accuracy": _mean([it["correct"] for it in items if it["correct"] is not None]),
-        "mean_tokens": _mean([it["num_tokens"] for it in items]),
-    }
+    """Aggregate probe items into one history row, overall and per group: greedy ``think_rate`` / ``accuracy``
+    (items' ``mode``, ``correct``), ``mean_tokens``; the mean ``gate`` (P(thinking decision token), normalised over
+    the two decision tokens; None where not defined) and ``gate_other_mass``; the ``sampled_think_rate`` and
+    ``sampled_accuracy`` of one T = 1 answer per item (items' ``sampled_mode``, ``sampled_correct``)."""
+
+    def stats(v: list[dict]) -> dict:
+        gates = [it.get("gate") for it in v if it.get("gate") is not None]
+        sampled = [it for it in v if it.get("sampled_mode") is not None]
+        return {
+            "n": len(v),
+            "think_rate": _mean([1.0 if it["mode"] == "thinking" else 0.0 for it in v]),
+            "accuracy": _mean([it["correct"] for it in v if it["correct"] is not None]),
+            "mean_tokens": _mean([it["num_tokens"] for it in v]),
+            "gate": _mean(gates) if gates else None,
+            "gate_other_mass": _mean([it["other_mass"] for it in v if it.get("other_mass") is not None])
+            if gates else None,
+            "sampled_think_rate": _mean([1.0 if it["sampled_mode"] == "thinking" else 0.0 for it in sampled])
+            if sampled else None,
+            "sampled_accuracy": _mean([it["sampled_correct"] for it in sampled if it["sampled_correct"] is not None])
+            if sampled else None,
+        }
+
+    row = {"step": step, **stats(items)}
     if group_column:
         groups: dict[str, list] = {}
         for it in items:
             if it.get("group") is not None:
                 groups.setdefault(str(it["group"]), []).append(it)
-        row["groups"] = {
-            g: {"n": len(v), "think_rate": _mean([1.0 if it["mode"] == "thinking" else 0.0 for it in v]),
-                "accuracy": _mean([it["correct"] for it in v if it["correct"] is not None])}
-            for g, v in sorted(groups.items())
-        }
+        row["groups"] = {g: stats(v) for g, v in sorted(groups.items())}
     return row

@@ -14,7 +14,8 @@ How the forced modes are composed (no TRL code is copied; four small overrides):
    size ``gcd(G·f, G·(1−f))`` instead, so each unique prompt is homogeneous in mode.
 3. ``_calculate_rewards``: gathers per-rollout information for per-mode telemetry and the rollout dump (and makes
    truncated rollouts unscorable under ``mask_truncated_completions``).
-4. ``_save``: checkpoints keep the model's own chat template (the hook is removed while saving).
+4. ``_save``: checkpoints are saved with ``r4b_trl.templates.inference_template`` (the model's template, wrapped
+   where needed so that ``thinking_mode`` = auto/long/short reaches every mode; the hook is removed).
 
 ``train_mode_token`` (``_generate``, ``_compute_loss``, ``_get_per_token_logps_and_entropies``) lives in the
 ``DecisionTokenEstimator`` mixin (``estimator.py``).
@@ -44,7 +45,6 @@ from ..modes import (
     Mode,
     ModeError,
     ModePrefixes,
-    add_prefix_hook,
     chat_template_of,
     check_think_tokens,
     decision_tokens,
@@ -52,6 +52,14 @@ from ..modes import (
     parse_response,
     render_prompt,
     with_prefix,
+)
+from ..templates import (
+    SWITCH_KEYS,
+    check_template,
+    hook_template,
+    inference_template,
+    set_chat_template,
+    template_shape,
 )
 from .advantages import AdvantageSpec, bpo_advantages, group_is_forced, parse_schedule
 from .config import BPOConfig
@@ -67,22 +75,17 @@ def prefixes_from_args(args: BPOConfig) -> ModePrefixes:
 
 def validate_processing_class(processing_class, prefixes: ModePrefixes, chat_template_kwargs: dict | None = None,
                               train_mode_token: bool = False) -> None:
-    """Refuse, before training, a tokenizer that would strip the think tags, or a chat template whose generation
-    prompt already pre-fills a think block (the forced prefix would double); with ``train_mode_token``, a tokenizer
-    whose forced prefixes do not both contain the decision token (the forcing probability would be wrong)."""
+    """Refuse, before any model loads, a tokenizer that would strip the think tags, or a chat template that cannot
+    be adapted so that every forced mode's prompt ends with exactly its pre-fill (``r4b_trl.templates``: the
+    template's own switch, the rest appended, or its pre-fill cut to the assistant header; one line naming the
+    template family and what to pass instead); with ``train_mode_token``, a tokenizer whose forced prefixes do not
+    both contain the decision token (the forcing probability would be wrong)."""
     check_think_tokens(processing_class, prefixes)
-    probe = [{"role": "user", "content": "1+1?"}]
     kwargs = dict(chat_template_kwargs or {})
-    text = processing_class.apply_chat_template(probe, tokenize=False, add_generation_prompt=True, **kwargs)
-    tail = text[text.rfind(prefixes.open_tag):] if prefixes.open_tag in text else ""
-    if tail and tail[len(prefixes.open_tag):].replace(prefixes.close_tag, "", 1).strip() == "":
-        raise ModeError(
-            f"BPO: the chat template (with chat_template_kwargs={kwargs}) already pre-fills the assistant turn with "
-            f"{tail!r}; BPO's forced prefixes would double it. Remove enable_thinking/thinking_mode from "
-            "chat_template_kwargs, or use a template whose generation prompt ends at the assistant header."
-        )
+    check_template(processing_class, prefixes, stage="bpo", **kwargs)
     if train_mode_token:
-        d = decision_tokens(processing_class, prefixes)
+        header = template_shape(processing_class, prefixes, **kwargs).header
+        d = decision_tokens(processing_class, prefixes, context=header)
         if not (d.thinking_in_prefix and d.non_thinking_in_prefix):
             raise ModeError(
                 "BPO: train_mode_token needs the mode-decision token inside both forced prefixes, but this tokenizer "
@@ -90,9 +93,9 @@ def validate_processing_class(processing_class, prefixes: ModePrefixes, chat_tem
                 "Set train_mode_token=false.")
 
 
-#: Reward-function arguments the trainer supplies itself (TRL's, plus BPO's forced-mode columns).
+#: Reward-function arguments the trainer supplies itself (TRL's, plus BPO's forced-mode columns and prompt_id).
 _TRAINER_REWARD_KWARGS = {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric",
-                          "environments", "forced_mode", "forced_prefix"}
+                          "environments", "forced_mode", "forced_prefix", "prompt_id"}
 
 
 def reward_columns(reward_funcs) -> list[str]:
@@ -226,7 +229,8 @@ class BPOTrainer(DecisionTokenEstimator, GRPOTrainer):
         self._advantage_spec = AdvantageSpec.from_args(args)
         self._schedule = parse_schedule(args.forced_schedule)
         self._original_templates = self._install_prefix_hook()
-        self.decision = decision_tokens(self.processing_class, prefixes)
+        header = template_shape(self.processing_class, prefixes, **(self.chat_template_kwargs or {})).header
+        self.decision = decision_tokens(self.processing_class, prefixes, context=header)
         logger.info("BPO mode decision: %s", self.decision.describe())
         self._moved_ids = self._decision_split()
         tok = self._tokenizer
@@ -247,34 +251,30 @@ class BPOTrainer(DecisionTokenEstimator, GRPOTrainer):
     # ---------------------------------------------------------------------------------------------- templates
 
     def _install_prefix_hook(self) -> dict:
+        """Render rollouts with the adapted template (``r4b_trl.templates.hook_template``): a last message carrying
+        the forced pre-fill renders exactly as ``render_prompt`` does in that mode. Checkpoints are saved with
+        ``inference_template`` (every mode reachable with ``thinking_mode``)."""
         pc = self.processing_class
-        originals = {"pc": getattr(pc, "chat_template", None)}
-        inner = getattr(pc, "tokenizer", None)
-        if inner is not None and inner is not pc:
-            originals["inner"] = inner.chat_template
-        template = chat_template_of(pc)
-        hooked = add_prefix_hook(template)
-        pc.chat_template = hooked
-        if "inner" in originals:
-            inner.chat_template = hooked
+        kwargs = dict(self.chat_template_kwargs or {})
+        dropped = {k: kwargs.pop(k) for k in list(kwargs) if k in SWITCH_KEYS}
+        if dropped:
+            logger.info("BPO: chat_template_kwargs %s ignored: each forced mode sets the template's switch", dropped)
+        self.chat_template_kwargs = kwargs
+        originals = {"saved": inference_template(pc, self.prefixes, **kwargs)}
+        set_chat_template(pc, hook_template(pc, self.prefixes, **kwargs))
         if self.chat_template is not None:  # TRL's tool template, when tools are used
-            self.chat_template = add_prefix_hook(self.chat_template)
+            self.chat_template = hook_template(pc, self.prefixes, self.chat_template, **kwargs)
         return originals
 
     @contextmanager
     def _without_prefix_hook(self):
         pc = self.processing_class
-        inner = getattr(pc, "tokenizer", None)
-        hooked = pc.chat_template
-        pc.chat_template = self._original_templates["pc"]
-        if "inner" in self._original_templates:
-            inner.chat_template = self._original_templates["inner"]
+        hooked = chat_template_of(pc)
+        set_chat_template(pc, self._original_templates["saved"])
         try:
             yield
         finally:
-            pc.chat_template = hooked
-            if "inner" in self._original_templates:
-                inner.chat_template = hooked
+            set_chat_template(pc, hooked)
 
     def _save(self, output_dir=None, state_dict=None):
         with self._without_prefix_hook():
@@ -439,47 +439,126 @@ class BPOTrainer(DecisionTokenEstimator, GRPOTrainer):
         return False
 
     def run_probe(self, step: int) -> dict | None:
-        """Greedy generation in auto mode (pre-fill ``<think>`` only) on the probe set; logs think-rate and accuracy
-        overall and per group, appends a row to ``probe_history.jsonl``."""
+        """The auto-mode probe on the probe set, in auto mode (pre-fill ``<think>`` only): per item the **gate**
+        (P(thinking decision token), normalised over the two decision tokens: one forward of the policy,
+        ``r4b_trl.gate``), a greedy answer and one answer sampled at T = 1, up to ``probe_max_new_tokens``. With
+        ``use_vllm`` the answers come from the trainer's own vLLM engine (colocate or server), after the weight sync;
+        otherwise from transformers ``generate``. The sampled pass does not disturb the training RNG. Logs
+        ``probe/*`` (think-rate, gate, sampled think-rate, accuracy, tokens, seconds; overall and per group) and
+        appends a row to ``probe_history.jsonl``."""
+        import time
+
         from accelerate.utils import gather_object
         from trl.models.utils import unwrap_model_for_generation
 
+        from ..gate import decision_site, model_gates
         from ..generation import TransformersBackend
         from ..rewards import score_response
 
+        t0 = time.time()
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
-        rows = [self.probe_dataset[i] for i in range(rank, len(self.probe_dataset), world)]
+        n_all = len(self.probe_dataset)
+        rows = [self.probe_dataset[i] for i in range(rank, n_all, world)]
+        n_local = len(rows)
+        if self.use_vllm:  # TRL's vLLM paths slice by equal per-rank counts: pad, then drop the padding
+            rows += [rows[-1] if rows else self.probe_dataset[0]] * (-(-n_all // world) - n_local)
         group_col = self.args.probe_group_column
         max_new = self.args.probe_max_new_tokens or self.args.max_completion_length
-        items = []
+        ctk = self.chat_template_kwargs or {}
+        msgs = [r["prompt"] for r in rows]
+        prompts = [render_prompt(self.processing_class, m, Mode.AUTO, self.prefixes, **ctk) for m in msgs]
+        images = [r.get("images") or ([r["image"]] if r.get("image") is not None else []) for r in rows]
+        images = images if any(images) else None
+        site = decision_site(self.processing_class, msgs[0], self.prefixes, **ctk) if rows else None
+        gates, greedy, sampled = [], [], []  # gates for this rank's own rows only (not the padding)
         was_training = self.model.training
         with unwrap_model_for_generation(self.model_wrapped, self.accelerator,
                                          gather_deepspeed3_params=self.args.ds3_gather_for_generation,
                                          gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs) as unwrapped:
             unwrapped.eval()
-            backend = TransformersBackend(unwrapped, self.processing_class, batch_size=self.args.probe_batch_size)
-            prompts = [render_prompt(self.processing_class, r["prompt"], Mode.AUTO, self.prefixes,
-                                     **(self.chat_template_kwargs or {})) for r in rows]
-            images = [r.get("images") or ([r["image"]] if r.get("image") is not None else []) for r in rows]
-            outs = backend.generate(prompts, images if any(images) else None, max_new_tokens=max_new, temperature=0.0)
+            if n_local:
+                gates = model_gates(unwrapped, self.processing_class, prompts[:n_local], site,
+                                    images[:n_local] if images else None, self.args.probe_batch_size)
+            if not self.use_vllm and n_local:
+                backend = TransformersBackend(unwrapped, self.processing_class, batch_size=self.args.probe_batch_size)
+                greedy = backend.generate(prompts, images, max_new_tokens=max_new, temperature=0.0)
+                with self._forked_rng():
+                    sampled = backend.generate(prompts, images, max_new_tokens=max_new, temperature=1.0,
+                                               seed=self.args.seed + step)
             if was_training:
                 unwrapped.train()
-        for r, out in zip(rows, outs):
-            g = out[0]
-            full = self.prefixes.auto + g.text
-            items.append({"mode": parse_response(full, self.prefixes).mode, "num_tokens": g.num_tokens,
-                          "correct": score_response(full, r.get("solution", ""), r.get("answer_kind") or "auto"),
+        if self.use_vllm:  # every rank takes part (the engine's collectives), even with no probe rows of its own
+            greedy = self._probe_vllm(msgs, images, 0.0, max_new)
+            with self._forked_rng():
+                sampled = self._probe_vllm(msgs, images, 1.0, max_new)
+        items = []
+        for r, gate, g, s in zip(rows[:n_local], gates, greedy, sampled):
+            full, full_s = self.prefixes.auto + g[0].text, self.prefixes.auto + s[0].text
+            answer_kind = r.get("answer_kind") or "auto"
+            items.append({"mode": parse_response(full, self.prefixes).mode, "num_tokens": g[0].num_tokens,
+                          "correct": score_response(full, r.get("solution", ""), answer_kind),
+                          "gate": None if gate is None else gate[0], "other_mass": None if gate is None else gate[1],
+                          "sampled_mode": parse_response(full_s, self.prefixes).mode,
+                          "sampled_correct": score_response(full_s, r.get("solution", ""), answer_kind),
                           "group": r.get(group_col) if group_col else None})
         items = gather_object(items)
         row = probe_summary(step, items, group_col)
+        row["seconds"] = round(time.time() - t0, 3)
+        row["engine"] = f"vllm-{self.vllm_generation.mode}" if self.use_vllm else "transformers"
+        row["max_new_tokens"] = max_new
+        row["gate_note"] = site.note if site is not None else None
         self.probe_history.rows = [x for x in self.probe_history.rows if x["step"] != step] + [row]
         if self.accelerator.is_main_process:
             self.probe_history.append(row)
         m = self._metrics["train"]
-        m["probe/think_rate"].append(row["think_rate"])
-        m["probe/accuracy"].append(row["accuracy"])
-        m["probe/mean_tokens"].append(row["mean_tokens"])
+        for key in ("think_rate", "accuracy", "mean_tokens", "gate", "sampled_think_rate", "sampled_accuracy",
+                    "seconds"):
+            if row.get(key) is not None:
+                m[f"probe/{key}"].append(row[key])
         for g, v in row.get("groups", {}).items():
-            m[f"probe/{g}/think_rate"].append(v["think_rate"])
-            m[f"probe/{g}/accuracy"].append(v["accuracy"])
+            for key in ("think_rate", "accuracy", "gate", "sampled_think_rate"):
+                if v.get(key) is not None:
+                    m[f"probe/{g}/{key}"].append(v[key])
         return row
+
+    @contextmanager
+    def _forked_rng(self):
+        """Sample without moving the training RNG streams (CPU and, on GPU, this device)."""
+        devices = [self.accelerator.device.index or 0] if self.accelerator.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            yield
+
+    def _probe_vllm(self, messages: list, images, temperature: float, max_new_tokens: int) -> list:
+        """Generate one auto-mode answer per probe prompt through the trainer's vLLM engine (TRL's
+        ``VLLMGeneration``: colocate or server), after syncing the weights if this step has not; sampling settings
+        are the probe's own for the call (temperature, no top-p/top-k/min-p, no extra generation kwargs)."""
+        from ..generation import Generation
+
+        prompts = [with_prefix(m, self.prefixes.auto) for m in messages]  # the prefix hook renders the pre-fill
+        if images is not None:
+            from trl.data_utils import prepare_multimodal_messages
+
+            prompts = [prepare_multimodal_messages(p, images=im) for p, im in zip(prompts, images)]
+        prompt_ids, imgs, _ = self._tokenize_prompts(prompts) if prompts else ([], None, {})
+        gen = self.vllm_generation
+        if self.state.global_step != self._last_loaded_step:
+            gen.sync_weights()
+            self._last_loaded_step = self.state.global_step
+        keys = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_completion_length",
+                "generation_kwargs")
+        saved = {k: getattr(gen, k) for k in keys}
+        try:
+            gen.temperature, gen.top_p, gen.top_k, gen.min_p, gen.repetition_penalty = temperature, 1.0, 0, None, 1.0
+            gen.max_completion_length, gen.generation_kwargs = max_new_tokens, {}
+            _, completion_ids, _, _ = gen.generate(prompts=prompt_ids, images=imgs, num_generations=1)
+        finally:
+            for k, v in saved.items():
+                setattr(gen, k, v)
+        out = []
+        for ids in completion_ids:
+            ids = list(ids)
+            end = next((k for k, t in enumerate(ids) if t in self._eos_ids), None)
+            kept = ids if end is None else ids[:end]
+            out.append([Generation(self._tokenizer.decode(kept, skip_special_tokens=True),
+                                   len(kept) + (end is not None), end is not None)])
+        return out

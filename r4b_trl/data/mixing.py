@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cards import build_data_card, render_data_card, write_data_card  # noqa: F401 (public here too)
+from ..errors import row_label
 from .io import DataError, read_jsonl
 from .outputs import normalize_rows, store_image, write_outputs
 
@@ -114,7 +115,8 @@ def load_curated(path: str | os.PathLike) -> list[dict]:
     for i, r in enumerate(rows):
         for key in ("prompt", "completion", "mode"):
             if key not in r:
-                raise DataError(f"{p}: row {i} has no {key!r} field; is this a curated file?")
+                raise DataError(f"{p}: {row_label(i, r.get('id'))} has no {key!r} field. Give mix sources written by "
+                                "data_prep/curate.py (or rows with prompt, completion and mode).")
     return rows
 
 
