@@ -465,6 +465,14 @@ def load_backend(config: EvalConfig):
     check_model_path(config.model, "model")
     mcfg = load_config(config.model, config.trust_remote_code, config.revision)
     vision = is_vision_config(mcfg)
+    from .modes import ModeError
+    from .templates import check_template
+
+    pc = load_processing_class(config.model, config.trust_remote_code, config.revision, vision=vision)
+    try:
+        check_template(pc, config.resolved_prefixes(), stage="evaluate")  # before any weights load
+    except ModeError as err:
+        raise EvalError(str(err)) from err
     if config.backend == "vllm":
         from .generation import VLLMBackend
 
@@ -472,7 +480,6 @@ def load_backend(config: EvalConfig):
                               gpu_memory_utilization=config.vllm_gpu_memory_utilization,
                               tensor_parallel_size=config.vllm_tensor_parallel_size,
                               max_model_len=config.vllm_max_model_len, adapter=config.adapter, seed=config.seed)
-        pc = load_processing_class(config.model, config.trust_remote_code, config.revision, vision=vision)
         return backend, pc, vision
     import torch
 

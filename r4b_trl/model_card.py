@@ -176,12 +176,15 @@ def render_model_card(model_id: str, base_model: str | None, stage: str, dataset
                       is_vision: bool = True, prefixes: ModePrefixes | dict | str | None = None,
                       results: dict | None = None, pareto_path: str | None = None,
                       training_args: dict | None = None, license: str = "apache-2.0",
-                      template_style: str | None = None, extra_tags: list[str] | None = None) -> str:
+                      template_style: str | None = None, extra_tags: list[str] | None = None,
+                      adapted_from: str | None = None) -> str:
     """The model card markdown (YAML front matter + body) of an r4b-trl auto-thinking model.
 
     ``stage`` is ``"sft"`` or ``"bpo"``; ``results`` is an evaluation's ``results.json`` dict; ``pareto_path`` is
     shown as an image (its file name: :func:`write_model_card` copies the file next to the card);
-    ``template_style`` (``r4b`` | ``qwen3`` | ``plain``, ``None`` = ``r4b``) picks the mode-switch instructions.
+    ``template_style`` (``r4b`` | ``qwen3`` | ``plain``, ``None`` = ``r4b``) picks the mode-switch instructions;
+    ``adapted_from`` (the family of the base model's template) says that the saved template is that template with
+    r4b-trl's ``thinking_mode`` switch added (``r4b_trl.templates.inference_template``).
     ``base_model`` may be a Hub id or a local checkpoint: the card names the Hub id it stems from
     (:func:`base_model_id`) or no base model; local paths never appear in the card.
     """
@@ -219,7 +222,14 @@ def render_model_card(model_id: str, base_model: str | None, stage: str, dataset
         f"| thinking | `long` | `{_md(p.thinking)}` | `{_md(p.thinking)}…reasoning…\\n{p.close_tag}\\n\\nanswer` |",
         f"| non-thinking | `short` | `{_md(p.non_thinking)}` | `{_md(p.non_thinking)}answer` |", "",
         "The final answer is what follows the last `" + p.close_tag + "`.", "",
-        "## How to run each mode", "", "### transformers", "",
+        "## How to run each mode", "",
+        *([f"The chat template saved with this model is its base model's template (`{adapted_from}`) with r4b-trl's "
+           "`thinking_mode` switch added: with `thinking_mode` = `auto` | `long` | `short` the generation prompt ends "
+           "with exactly that mode's pre-fill (`auto` included, which the original template cannot express); without "
+           "it the template renders exactly as the original, its own switches (e.g. `enable_thinking`) included. "
+           "`thinking_mode` works the same through `apply_chat_template` and vLLM's `chat_template_kwargs`.", ""]
+          if adapted_from else []),
+        "### transformers", "",
         _transformers_snippet(model_id, is_vision, style, p),
         "### vLLM", "", _vllm_snippet(model_id, is_vision, style, p),
         "### Command line (r4b-trl)", "",
@@ -353,10 +363,12 @@ def training_summary(*arg_objects: Any) -> dict:
     return {k: out[k] for k in SUMMARY_FIELDS if k in out}
 
 
-def _detect(output_dir: Path, fallback_model: str | None) -> tuple[bool, str | None]:
-    """(is_vision, template_style) of the saved model (or, failing that, of the base model)."""
+def _detect(output_dir: Path, fallback_model: str | None) -> tuple[bool, str | None, str | None]:
+    """(is_vision, template_style, adapted_from) of the saved model (or, failing that, of the base model);
+    ``adapted_from`` is the family of the original template when the saved one is r4b-trl's adapted template."""
     from .modes import chat_template_of, template_style
     from .models import is_vision_config
+    from .templates import WRAP_MARK, template_family
 
     is_vision, style = False, None
     for source in [str(output_dir), fallback_model]:
@@ -367,11 +379,13 @@ def _detect(output_dir: Path, fallback_model: str | None) -> tuple[bool, str | N
 
             is_vision = is_vision_config(load_config(source))
             pc = load_processing_class(source, vision=is_vision)
-            style = template_style(chat_template_of(pc)).value
-            return is_vision, style
+            template = chat_template_of(pc)
+            style = template_style(template).value
+            adapted = template_family(template) if WRAP_MARK in template else None
+            return is_vision, style, adapted
         except Exception:
             continue
-    return is_vision, style
+    return is_vision, style, None
 
 
 def card_from_training(output_dir: str | os.PathLike, script_args: Any = None, training_args: Any = None,
@@ -404,11 +418,12 @@ def card_from_training(output_dir: str | os.PathLike, script_args: Any = None, t
         if obj is not None and getattr(obj, "prefix_family", None):
             prefixes = getattr(obj, "prefix_family")
             break
-    detected_vision, style = _detect(out, base)
+    detected_vision, style, adapted = _detect(out, base)
     if is_vision is None:
         is_vision = detected_vision
     return write_model_card(out, model_id, base, stage, dataset, is_vision, prefixes, results, pareto_path,
-                            training_summary(training_args, script_args, model_args), template_style=style)
+                            training_summary(training_args, script_args, model_args), template_style=style,
+                            adapted_from=adapted)
 
 
 def use_r4b_model_card(trainer, script_args: Any = None, model_args: Any = None, stage: str = "sft",

@@ -15,7 +15,10 @@ The recipe (``recipes/sft.py``) is a thin wrapper around :func:`run`. What this 
 * auto-resume from the last ``checkpoint-*`` in ``output_dir``.
 
 Prompt/completion data makes TRL's ``completion_only_loss`` cover the whole assistant turn — the think block,
-empty or not, included — so the model learns the mode decision (``tests/test_sft_mask.py`` checks it).
+empty or not, included — so the model learns the mode decision (``tests/test_sft_mask.py`` checks it). On any
+chat template (Qwen3.5's and R1-distill's pre-fills, templates that drop reasoning from assistant turns) SFT
+tokenizes with ``r4b_trl.templates.sft_template`` and saves the model with ``inference_template``
+(:func:`adapt_sft_templates`; ``tests/test_templates_sft.py`` decodes the trained tokens per template).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import json
 import logging
 import os
 import random
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +35,7 @@ from typing import Any
 from .checkpoints import resolve_resume
 from .data.io import DataError, load_table
 from .errors import UsageError, problems, row_label
-from .modes import ModePrefixes, get_prefixes, parse_response
+from .modes import ModePrefixes, chat_template_of, get_prefixes, parse_response
 
 logger = logging.getLogger(__name__)
 
@@ -419,11 +423,32 @@ def _trainer_cls():
         """``SFTTrainer`` with per-module learning rates for vision tower / projector / language model."""
 
         def __init__(self, *args, lr_multipliers: dict[str, float] | None = None, vision_modules=None,
-                     projector_modules=None, **kwargs):
+                     projector_modules=None, saved_chat_template: str | None = None, **kwargs):
+            self.saved_chat_template = saved_chat_template
             self.lr_multipliers = dict(lr_multipliers or {})
             self.vision_modules = list(vision_modules or DEFAULT_VISION_MODULES)
             self.projector_modules = list(projector_modules or DEFAULT_PROJECTOR_MODULES)
             super().__init__(*args, **kwargs)
+
+        @contextmanager
+        def saving_template(self):
+            """While saving: the template the model is used with (every mode reachable), not the SFT one."""
+            from .templates import set_chat_template
+
+            pc = self.processing_class
+            if self.saved_chat_template is None or pc is None:
+                yield
+                return
+            training = chat_template_of(pc)
+            set_chat_template(pc, self.saved_chat_template)
+            try:
+                yield
+            finally:
+                set_chat_template(pc, training)
+
+        def _save(self, output_dir=None, state_dict=None):
+            with self.saving_template():
+                super()._save(output_dir, state_dict)
 
         def _per_module(self) -> bool:
             if all(v == 1.0 for v in self.lr_multipliers.values()):
@@ -484,6 +509,45 @@ def __getattr__(name):  # AnnealingTrainer is built lazily so that importing r4b
 # --------------------------------------------------------------------------------------------------------------
 
 
+def adapt_sft_templates(pc, prefixes: ModePrefixes, training_args, train_ds, eval_ds=None):
+    """Check the chat template (one line naming its family on failure, before any model loads) and set up SFT's
+    adapted template (``r4b_trl.templates.sft_template``: the conversation as the model sees it at inference, the
+    generation prompt cut to the assistant header, the target turn verbatim — think block, decision token and
+    reasoning all trained). ``chat_template_path`` (TRL's option) is applied here first. Rows get per-mode
+    ``chat_template_kwargs`` where the template's switch changes the conversation (Qwen3.8). Returns the datasets
+    and the template the model is saved with (``inference_template``)."""
+    from .templates import check_template, inference_template, set_chat_template, sft_row_kwargs, sft_template
+
+    path = getattr(training_args, "chat_template_path", None)
+    if path:
+        if not (os.path.isfile(path) and path.endswith((".jinja", ".j2"))):
+            raise ValueError(f"chat_template_path={path!r}: r4b-trl SFT takes a .jinja file here.")
+        set_chat_template(pc, Path(path).read_text(encoding="utf-8"))
+        training_args.chat_template_path = None  # applied; TRL must not re-apply it over the SFT template
+    plan = check_template(pc, prefixes, stage="sft")
+    logger.info("chat template %s: modes rendered as %s", _family(pc), {m: pl.how for m, pl in plan.items()})
+    saved = inference_template(pc, prefixes)
+    row_kwargs = sft_row_kwargs(pc, prefixes)
+    set_chat_template(pc, sft_template(pc, prefixes))
+    if row_kwargs:
+        logger.info("the template's switch changes the prompt: SFT rows carry chat_template_kwargs %s", row_kwargs)
+
+        def add(row):
+            completion = row["completion"]
+            text = _text_of(completion[-1]["content"]) if isinstance(completion, list) else completion
+            return {"chat_template_kwargs": row_kwargs[parse_response(text, prefixes).mode]}
+
+        train_ds = train_ds.map(add)
+        eval_ds = eval_ds.map(add) if eval_ds is not None else None
+    return train_ds, eval_ds, saved
+
+
+def _family(pc) -> str:
+    from .templates import template_family
+
+    return template_family(chat_template_of(pc))
+
+
 def run(script_args: SFTScriptArguments, training_args, model_args):
     """Validate the data, build the model and :class:`AnnealingTrainer`, train (resuming if there is a checkpoint)
     and save. Returns the trainer."""
@@ -513,6 +577,8 @@ def run(script_args: SFTScriptArguments, training_args, model_args):
     else:
         check_think_tokens(pc, prefixes)
         added = []
+    # The same template check as BPO's, before the model loads; SFT then tokenizes with the adapted template.
+    train_ds, eval_ds, saved_template = adapt_sft_templates(pc, prefixes, training_args, train_ds, eval_ds)
 
     # 3. the model (TRL ModelConfig flags or an r4b-trl PEFT preset)
     if (model_args.load_in_4bit or model_args.load_in_8bit) and not (model_args.use_peft or script_args.peft_preset):
@@ -535,7 +601,7 @@ def run(script_args: SFTScriptArguments, training_args, model_args):
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
         processing_class=pc, peft_config=peft_config,
         lr_multipliers=multipliers, vision_modules=script_args.vision_modules,
-        projector_modules=script_args.projector_modules,
+        projector_modules=script_args.projector_modules, saved_chat_template=saved_template,
     )
     use_r4b_model_card(trainer, script_args, model_args, stage="sft")
     trainer.train(resume_from_checkpoint=resume)
@@ -547,7 +613,8 @@ def run(script_args: SFTScriptArguments, training_args, model_args):
             "rows": len(train_ds), "resumed_from": resume, "lr_multipliers": multipliers,
             "global_step": trainer.state.global_step}, indent=2, default=str) + "\n")
     if peft_config is not None and script_args.save_merged:
-        save_merged(trainer, pc, Path(training_args.output_dir) / "merged")
+        with trainer.saving_template():
+            save_merged(trainer, pc, Path(training_args.output_dir) / "merged")
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
     return trainer

@@ -14,7 +14,8 @@ How the forced modes are composed (no TRL code is copied; four small overrides):
    size ``gcd(G·f, G·(1−f))`` instead, so each unique prompt is homogeneous in mode.
 3. ``_calculate_rewards``: gathers per-rollout information for per-mode telemetry and the rollout dump (and makes
    truncated rollouts unscorable under ``mask_truncated_completions``).
-4. ``_save``: checkpoints keep the model's own chat template (the hook is removed while saving).
+4. ``_save``: checkpoints are saved with ``r4b_trl.templates.inference_template`` (the model's template, wrapped
+   where needed so that ``thinking_mode`` = auto/long/short reaches every mode; the hook is removed).
 
 ``train_mode_token`` (``_generate``, ``_compute_loss``, ``_get_per_token_logps_and_entropies``) lives in the
 ``DecisionTokenEstimator`` mixin (``estimator.py``).
@@ -27,8 +28,6 @@ rewards (``advantages.py``); ``train_mode_token`` trains the decision token with
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import logging
 import math
 from contextlib import contextmanager
@@ -38,122 +37,34 @@ import torch
 from transformers import TrainerCallback
 from trl import GRPOTrainer
 
-from ..data.io import DataError
-from ..errors import problems, row_label
 from ..modes import (
     Mode,
-    ModeError,
-    ModePrefixes,
-    add_prefix_hook,
     chat_template_of,
-    check_think_tokens,
     decision_tokens,
-    get_prefixes,
     parse_response,
     with_prefix,
 )
+from ..templates import (
+    SWITCH_KEYS,
+    hook_template,
+    inference_template,
+    set_chat_template,
+    template_shape,
+)
 from .advantages import AdvantageSpec, bpo_advantages, group_is_forced, parse_schedule
+from .checks import (  # noqa: F401  (re-exported: recipe.py and users import them from here)
+    prefixes_from_args,
+    reward_columns,
+    stable_prompt_id,
+    validate_processing_class,
+    validate_train_rows,
+)
 from .config import BPOConfig
 from .estimator import DEC_ADV, DEC_LOG_SHARE, DEC_THINKING, DecisionTokenEstimator
 from .probe import AutoModeProbe
 from .telemetry import ProbeHistory, RolloutDump, RolloutRecord, collapse_state, step_metrics
 
 logger = logging.getLogger(__name__)
-
-
-def prefixes_from_args(args: BPOConfig) -> ModePrefixes:
-    return get_prefixes(args.mode_prefixes if args.mode_prefixes else args.prefix_family)
-
-
-def validate_processing_class(processing_class, prefixes: ModePrefixes, chat_template_kwargs: dict | None = None,
-                              train_mode_token: bool = False) -> None:
-    """Refuse, before training, a tokenizer that would strip the think tags, or a chat template whose generation
-    prompt already pre-fills a think block (the forced prefix would double); with ``train_mode_token``, a tokenizer
-    whose forced prefixes do not both contain the decision token (the forcing probability would be wrong)."""
-    check_think_tokens(processing_class, prefixes)
-    probe = [{"role": "user", "content": "1+1?"}]
-    kwargs = dict(chat_template_kwargs or {})
-    text = processing_class.apply_chat_template(probe, tokenize=False, add_generation_prompt=True, **kwargs)
-    tail = text[text.rfind(prefixes.open_tag):] if prefixes.open_tag in text else ""
-    if tail and tail[len(prefixes.open_tag):].replace(prefixes.close_tag, "", 1).strip() == "":
-        raise ModeError(
-            f"BPO: the chat template (with chat_template_kwargs={kwargs}) already pre-fills the assistant turn with "
-            f"{tail!r}; BPO's forced prefixes would double it. Remove enable_thinking/thinking_mode from "
-            "chat_template_kwargs, or use a template whose generation prompt ends at the assistant header."
-        )
-    if train_mode_token:
-        d = decision_tokens(processing_class, prefixes)
-        if not (d.thinking_in_prefix and d.non_thinking_in_prefix):
-            raise ModeError(
-                "BPO: train_mode_token needs the mode-decision token inside both forced prefixes, but this tokenizer "
-                f"generates it on one side ({d.describe()}); there the decision is already trained by plain BPO. "
-                "Set train_mode_token=false.")
-
-
-#: Reward-function arguments the trainer supplies itself (TRL's, plus BPO's forced-mode columns and prompt_id).
-_TRAINER_REWARD_KWARGS = {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric",
-                          "environments", "forced_mode", "forced_prefix", "prompt_id"}
-
-
-def reward_columns(reward_funcs) -> list[str]:
-    """The dataset columns the reward functions require: their parameters without a default that the trainer does
-    not supply (``accuracy_reward`` needs ``solution``). Model-based rewards need none."""
-    import inspect
-
-    funcs = reward_funcs if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
-    needed: list[str] = []
-    for fn in funcs:
-        if isinstance(fn, str) or not callable(fn) or hasattr(fn, "forward"):
-            continue
-        try:
-            params = inspect.signature(fn).parameters.values()
-        except (TypeError, ValueError):
-            continue
-        for prm in params:
-            if (prm.default is inspect.Parameter.empty and prm.name not in _TRAINER_REWARD_KWARGS
-                    and prm.kind in (prm.POSITIONAL_OR_KEYWORD, prm.KEYWORD_ONLY) and prm.name not in needed):
-                needed.append(prm.name)
-    return needed
-
-
-def validate_train_rows(dataset, answer_column: str | list[str] | None = "solution", max_errors: int = 5,
-                        conversational: bool = False) -> None:
-    """Every row needs a non-empty ``prompt`` and non-empty answer column(s) (``answer_column``: one name, a list,
-    or None for none). Problems name the row (1-based, with its ``prompt_id`` / ``id``) and the column. With
-    ``conversational`` (``train_mode_token``), prompts must be message lists, not strings (checked on the first row)."""
-    if dataset is None:
-        return
-    answers = [answer_column] if isinstance(answer_column, str) else list(answer_column or [])
-    cols = set(getattr(dataset, "column_names", None) or [])
-    if cols and "prompt" not in cols:
-        raise DataError(f"BPO: the training data has no 'prompt' column (columns: {sorted(cols)}). Give each row a "
-                        "conversational prompt (r4b_trl.data.formats.to_prompt_row builds one from a question).")
-    if conversational:
-        first = next(iter(dataset), None)
-        if first is not None and isinstance(first.get("prompt"), str):
-            raise DataError("BPO: train_mode_token needs conversational prompts (a list of messages); row 1 has a "
-                            "string prompt, whose forced prefix cannot be split at the decision token.")
-    for column in answers:
-        if cols and column not in cols:
-            raise DataError(f"BPO: the training data has no {column!r} column, which the reward function needs "
-                            f"(columns: {sorted(cols)}). Add the reference answers as {column!r}, or rename the "
-                            "answer column to it.")
-    if not hasattr(dataset, "__len__"):
-        return
-    if hasattr(dataset, "select_columns"):  # no image decoding
-        dataset = dataset.select_columns([c for c in ("prompt", "prompt_id", "id", *answers) if c in cols])
-    errors = []
-    for i, row in enumerate(dataset):
-        where = row_label(i, row.get("prompt_id", row.get("id")))
-        if not row.get("prompt"):
-            errors.append(f"{where}: column 'prompt' is empty")
-        for column in answers:
-            if row.get(column) is None or not str(row.get(column)).strip():
-                errors.append(f"{where}: column {column!r} is empty")
-        if len(errors) >= max_errors:
-            break
-    if errors:
-        raise DataError(problems("BPO: the training data", errors, "Fill in or drop these rows."))
 
 
 def subgroup_size(args: BPOConfig, num_generations: int) -> int:
@@ -183,12 +94,6 @@ class _BPOCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.trainer._maybe_probe(state.global_step):
             control.should_training_stop = True
-
-
-def stable_prompt_id(prompt) -> str:
-    """A prompt id that is the same in every process and run (``hash()`` is salted per process)."""
-    text = json.dumps(prompt, sort_keys=True, default=str, ensure_ascii=False)
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
 class BPOTrainer(DecisionTokenEstimator, AutoModeProbe, GRPOTrainer):
@@ -226,7 +131,8 @@ class BPOTrainer(DecisionTokenEstimator, AutoModeProbe, GRPOTrainer):
         self._advantage_spec = AdvantageSpec.from_args(args)
         self._schedule = parse_schedule(args.forced_schedule)
         self._original_templates = self._install_prefix_hook()
-        self.decision = decision_tokens(self.processing_class, prefixes)
+        header = template_shape(self.processing_class, prefixes, **(self.chat_template_kwargs or {})).header
+        self.decision = decision_tokens(self.processing_class, prefixes, context=header)
         logger.info("BPO mode decision: %s", self.decision.describe())
         self._moved_ids = self._decision_split()
         tok = self._tokenizer
@@ -247,34 +153,30 @@ class BPOTrainer(DecisionTokenEstimator, AutoModeProbe, GRPOTrainer):
     # ---------------------------------------------------------------------------------------------- templates
 
     def _install_prefix_hook(self) -> dict:
+        """Render rollouts with the adapted template (``r4b_trl.templates.hook_template``): a last message carrying
+        the forced pre-fill renders exactly as ``render_prompt`` does in that mode. Checkpoints are saved with
+        ``inference_template`` (every mode reachable with ``thinking_mode``)."""
         pc = self.processing_class
-        originals = {"pc": getattr(pc, "chat_template", None)}
-        inner = getattr(pc, "tokenizer", None)
-        if inner is not None and inner is not pc:
-            originals["inner"] = inner.chat_template
-        template = chat_template_of(pc)
-        hooked = add_prefix_hook(template)
-        pc.chat_template = hooked
-        if "inner" in originals:
-            inner.chat_template = hooked
+        kwargs = dict(self.chat_template_kwargs or {})
+        dropped = {k: kwargs.pop(k) for k in list(kwargs) if k in SWITCH_KEYS}
+        if dropped:
+            logger.info("BPO: chat_template_kwargs %s ignored: each forced mode sets the template's switch", dropped)
+        self.chat_template_kwargs = kwargs
+        originals = {"saved": inference_template(pc, self.prefixes, **kwargs)}
+        set_chat_template(pc, hook_template(pc, self.prefixes, **kwargs))
         if self.chat_template is not None:  # TRL's tool template, when tools are used
-            self.chat_template = add_prefix_hook(self.chat_template)
+            self.chat_template = hook_template(pc, self.prefixes, self.chat_template, **kwargs)
         return originals
 
     @contextmanager
     def _without_prefix_hook(self):
         pc = self.processing_class
-        inner = getattr(pc, "tokenizer", None)
-        hooked = pc.chat_template
-        pc.chat_template = self._original_templates["pc"]
-        if "inner" in self._original_templates:
-            inner.chat_template = self._original_templates["inner"]
+        hooked = chat_template_of(pc)
+        set_chat_template(pc, self._original_templates["saved"])
         try:
             yield
         finally:
-            pc.chat_template = hooked
-            if "inner" in self._original_templates:
-                inner.chat_template = hooked
+            set_chat_template(pc, hooked)
 
     def _save(self, output_dir=None, state_dict=None):
         with self._without_prefix_hook():

@@ -68,15 +68,22 @@ def _import_callable(spec: str | Callable) -> Callable:
 class _ModelRole:
     """A loaded generation backend plus the processing class that renders its prompts."""
 
-    def __init__(self, spec: dict):
+    def __init__(self, spec: dict, prefixes: ModePrefixes | None = None):
         from ...generation import OpenAIBackend, TransformersBackend, VLLMBackend
         from ...models import load_processing_class
+        from ...modes import ModeError
+        from ...templates import check_model_template
 
         t = spec["type"]
         model = spec["model"]
         common = {"trust_remote_code": bool(spec.get("trust_remote_code", False))}
         if spec.get("revision"):
             common["revision"] = spec["revision"]
+        # The chat template is checked (one line, naming its family) before any weights load.
+        try:
+            check_model_template(spec.get("tokenizer") or model, prefixes, stage="curate", **common)
+        except ModeError as err:
+            raise DataError(str(err)) from err
         if t == "transformers":
             load = dict(common, dtype=spec.get("dtype", "auto"), device_map=spec.get("device_map"),
                         adapter=spec.get("adapter"))
@@ -115,7 +122,7 @@ class _Roles:
                 kwargs = spec.backend.get("kwargs") or {}
                 self._cache[key] = (lambda req, fn=fn, kw=kwargs: fn(req, **kw))
             else:
-                self._cache[key] = _ModelRole(spec.backend)
+                self._cache[key] = _ModelRole(spec.backend, self.prefixes)
         return self._cache[key]
 
     def sees_images(self, spec: RoleSpec) -> bool:
