@@ -41,6 +41,7 @@ from typing import Any, Callable, Sequence
 
 from .data.formats import QuestionColumns, row_id, validate_question_rows
 from .data.io import DataError, images_of, load_table, read_jsonl, require_columns, user_prompt, write_jsonl
+from .errors import UsageError, config_errors, handled_errors, problems, row_label, split_debug
 from .gate import AUTO_GATE_FILE, auto_gate_rows, gate_metrics
 from .modes import Mode, ModePrefixes, get_prefixes, parse_response, render_prompt, resolve_mode
 
@@ -81,7 +82,7 @@ GOLD_UNPARSEABLE = "gold_unparseable"
 VERIFIER_ERROR = "verifier_error"
 
 
-class EvalError(ValueError):
+class EvalError(UsageError):
     """A configuration that cannot be evaluated (the message says what to change)."""
 
 
@@ -265,7 +266,7 @@ class EvalItem:
 
     def load_images(self, benchmark: str) -> list:
         return images_of(self.row, self.image_column, self.image_base_dir,
-                         where=f"benchmark {benchmark!r}, item {self.item_id!r} (row {self.index})")
+                         where=f"benchmark {benchmark!r}, item {self.item_id!r} ({row_label(self.index)})")
 
     def messages(self, num_images: int) -> list[dict]:
         return user_prompt(self.question, num_images, self.system_prompt)
@@ -345,23 +346,24 @@ def prepare_benchmark(spec: BenchmarkSpec, global_limit: int | None = None) -> P
     seen: dict[str, int] = {}
     errors: list[str] = []
     for i, row in enumerate(ds):
-        where = f"{source}: row {i}"
         iid = row_id(row, i, cols)
+        label = row_label(i, iid if spec.id_column else None)
+        where = f"{source}: {label}"
         if iid in seen:
-            errors.append(f"row {i}: id {iid!r} (column {spec.id_column!r}) repeats row {seen[iid]}")
+            errors.append(f"{label}: its id (column {spec.id_column!r}) repeats {row_label(seen[iid])}")
         seen[iid] = i
         kind = spec.kind
         if spec.kind_column and row.get(spec.kind_column) not in (None, ""):
             kind = str(row[spec.kind_column]).strip().lower()
             if kind not in VALID_KINDS:
-                errors.append(f"row {i}: the kind column {spec.kind_column!r} has {row[spec.kind_column]!r}, not one "
+                errors.append(f"{label}: the kind column {spec.kind_column!r} has {row[spec.kind_column]!r}, not one "
                               f"of {list(VALID_KINDS)}")
         question = str(row[spec.question_column])
         if spec.question_template:
             try:
                 question = spec.question_template.format_map({k: ("" if v is None else v) for k, v in row.items()})
             except (KeyError, IndexError, ValueError) as e:
-                errors.append(f"row {i}: question_template {spec.question_template!r} cannot be filled "
+                errors.append(f"{label}: question_template {spec.question_template!r} cannot be filled "
                               f"({type(e).__name__}: {e}); columns: {sorted(row)}")
         try:
             gold = _gold_of(row[spec.answer_column], where + f", column {spec.answer_column!r}")
@@ -380,7 +382,7 @@ def prepare_benchmark(spec: BenchmarkSpec, global_limit: int | None = None) -> P
         if len(errors) >= 5:
             break
     if errors:
-        raise DataError(f"{source}: " + "; ".join(errors) + ". Fix or drop these rows.")
+        raise DataError(problems(source, errors, "Fix or drop these rows."))
     return PreparedBenchmark(spec, items)
 
 
@@ -458,16 +460,19 @@ def _check_tags_survive_decoding(processing_class, prefixes: ModePrefixes) -> No
 
 def load_backend(config: EvalConfig):
     """``(backend, processing_class, is_vision)`` for the configured model."""
-    from .models import is_vision_config, load_config, load_processing_class
+    from .models import check_model_path, is_vision_config, load_config, load_processing_class
 
-    if str(config.model).startswith((".", "/")) and not Path(config.model).exists():
-        hint = ""
-        if ".tiny_models" in str(config.model):
-            kind = "vision" if "vision" in str(config.model) else "text"
-            hint = f" Build it with: python -m r4b_trl.tiny_models --out {config.model} --kind {kind}"
-        raise EvalError(f"model path {config.model!r} does not exist.{hint}")
+    check_model_path(config.model, "model")
     mcfg = load_config(config.model, config.trust_remote_code, config.revision)
     vision = is_vision_config(mcfg)
+    from .modes import ModeError
+    from .templates import check_template
+
+    pc = load_processing_class(config.model, config.trust_remote_code, config.revision, vision=vision)
+    try:
+        check_template(pc, config.resolved_prefixes(), stage="evaluate")  # before any weights load
+    except ModeError as err:
+        raise EvalError(str(err)) from err
     if config.backend == "vllm":
         from .generation import VLLMBackend
 
@@ -475,7 +480,6 @@ def load_backend(config: EvalConfig):
                               gpu_memory_utilization=config.vllm_gpu_memory_utilization,
                               tensor_parallel_size=config.vllm_tensor_parallel_size,
                               max_model_len=config.vllm_max_model_len, adapter=config.adapter, seed=config.seed)
-        pc = load_processing_class(config.model, config.trust_remote_code, config.revision, vision=vision)
         return backend, pc, vision
     import torch
 
@@ -933,12 +937,11 @@ def summary_lines(results: dict) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    try:
-        config = parse_config(argv)
+    argv, debug = split_debug(argv)
+    with handled_errors(debug):  # bad input: one "error:" line, exit 2 (--debug: the traceback)
+        with config_errors():
+            config = parse_config(argv)
         results = evaluate(config)
-    except (EvalError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2)
     print("\n".join(summary_lines(results)))
     print(f"outputs: {Path(config.output_dir).resolve()}")
     return results

@@ -256,12 +256,19 @@ def test_bad_config(tmp_path, kw, msg):
         bpo_args(tmp_path, **kw)
 
 
-def test_template_that_prefills_think_is_refused_before_training(tiny_text_model, text_tokenizer, tmp_path):
+def test_unadaptable_template_is_refused_before_training(tiny_text_model, text_tokenizer, tmp_path):
+    # Pre-filling templates are adapted (tests/test_templates.py); one that pre-fills reasoning text is refused.
+    import copy
+
     from r4b_trl.modes import ModeError
 
+    tok = copy.deepcopy(text_tokenizer)
+    tok.chat_template = ("{%- for m in messages %}{{- '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}"
+                         "{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n<think>\\nOkay, ' }}"
+                         "{%- endif %}")
     args = bpo_args(tmp_path, chat_template_kwargs={"enable_thinking": False})
-    with pytest.raises(ModeError, match="already pre-fills"):
-        _trainer(tiny_text_model, text_tokenizer, args, text_rows())
+    with pytest.raises(ModeError, match=r"^BPO: The plain ChatML chat template cannot be adapted"):
+        _trainer(tiny_text_model, tok, args, text_rows())
 
 
 def test_special_think_tokens_are_refused(tmp_path):
@@ -287,7 +294,7 @@ def test_rows_without_prompt_or_answer_are_named():
 
     ds = Dataset.from_list([{"prompt": [{"role": "user", "content": "a"}], "solution": "1"},
                             {"prompt": [{"role": "user", "content": "b"}], "solution": " "}])
-    with pytest.raises(DataError, match="row 1: column 'solution' is empty"):
+    with pytest.raises(DataError, match="row 2: column 'solution' is empty"):
         validate_train_rows(ds, "solution")
     with pytest.raises(DataError, match="no 'prompt' column"):
         validate_train_rows(Dataset.from_list([{"question": "a"}]))

@@ -188,6 +188,8 @@ def test_advantages_recomputed_from_the_dump(tiny_text_model, text_tokenizer, tm
     got = sorted(zip(buf["advantages"].tolist(), dec.tolist()))
     want = sorted((r["advantage"], r["decision_advantage"]) for r in last)
     assert [x for pair in got for x in pair] == pytest.approx([x for pair in want for x in pair], abs=1e-5)
+    # ... and TRL's completions table shows them too (in the dump's order, which is TRL's layout).
+    assert list(trainer._logs["advantages"]) == pytest.approx([r["advantage"] for r in last], abs=1e-5)
 
 
 def test_forced_to_free_schedule(tiny_text_model, text_tokenizer, tmp_path):
@@ -195,8 +197,9 @@ def test_forced_to_free_schedule(tiny_text_model, text_tokenizer, tmp_path):
     (auto pre-fill on every rollout, TRL's plain group advantage); recomputed from the dump and the prompts sent."""
     args = bpo_args(tmp_path, per_device_train_batch_size=8, num_generations=4, max_steps=3,
                     forced_schedule="0:1.0,1:0.5", thinking_margin=0.1)
-    _, rec = _train(tiny_text_model, text_tokenizer, args)
+    trainer, rec = _train(tiny_text_model, text_tokenizer, args)
     dump = read_dump(args.output_dir)
+    assert set(trainer._logs["extra"]["forced_mode"]) == {"auto", T, N}  # named in TRL's completions table
     forced_groups = {}
     for r in dump:
         forced_groups.setdefault(r["step"], defaultdict(set))[r["group_id"]].add(r["forced_mode"])

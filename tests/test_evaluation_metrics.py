@@ -198,15 +198,15 @@ def test_bad_columns_and_rows_fail_before_the_model_loads(bench, tmp_path, monke
     write_jsonl(bad, [{"question": "ok", "answer": "1", "kind": "math"},
                       {"question": "no answer", "answer": "", "kind": "math"},
                       {"question": "odd kind", "answer": "2", "kind": "essay"}])
-    with pytest.raises(DataError, match=r"row 1: the answer column 'answer' is empty"):
+    with pytest.raises(DataError, match=r"row 2: the answer column 'answer' is empty"):
         evaluate(EvalConfig(model="x", benchmarks=[{"name": "b", "path": str(bad)}], output_dir=str(tmp_path / "o")))
     write_jsonl(bad, [{"question": "ok", "answer": "1", "kind": "math"},
                       {"question": "odd kind", "answer": "2", "kind": "essay"}])
-    with pytest.raises(DataError, match=r"benchmark 'b'.*row 1: the kind column 'kind' has 'essay'"):
+    with pytest.raises(DataError, match=r"benchmark 'b'.*row 2: the kind column 'kind' has 'essay'"):
         evaluate(EvalConfig(model="x", benchmarks=[{"name": "b", "path": str(bad), "kind_column": "kind"}],
                             output_dir=str(tmp_path / "o")))
     write_jsonl(bad, [{"id": 1, "question": "a", "answer": "1"}, {"id": 1, "question": "b", "answer": "2"}])
-    with pytest.raises(DataError, match=r"row 1: id '1' \(column 'id'\) repeats row 0"):
+    with pytest.raises(DataError, match=r"row 2 \(id '1'\): its id \(column 'id'\) repeats row 1\b"):
         evaluate(EvalConfig(model="x", benchmarks=[{"name": "b", "path": str(bad), "id_column": "id"}],
                             output_dir=str(tmp_path / "o")))
     with pytest.raises(DataError, match=r"benchmark 'gone'.*file not found"):
@@ -277,7 +277,7 @@ def test_question_template_and_answer_lists(tmp_path, text_tokenizer):
     assert "x1: which?\nOptions: A. 1  B. 2" in row["prompt"] and row["gold"] == ["B", "2"]
     cfg.benchmarks[0]["question_template"] = "{question} {choices}"
     cfg.output_dir = str(tmp_path / "out2")
-    with pytest.raises(DataError, match=r"row 0: question_template .* cannot be filled \(KeyError"):
+    with pytest.raises(DataError, match=r"row 1 \(id 'x1'\): question_template .* cannot be filled \(KeyError"):
         evaluate(cfg, backend=backend, processing_class=text_tokenizer)
 
 

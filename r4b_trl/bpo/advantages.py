@@ -26,6 +26,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..errors import UsageError
+
 EPS = 1e-4  # TRL's std epsilon (grpo_trainer.py: advantages / (std_rewards + 1e-4))
 
 
@@ -83,7 +85,8 @@ def bpo_advantages(rewards: list, modes: list[str], num_generations: int, spec: 
 
     Returns ``(sequence, decision, groups)``: the advantage of every completion token but the decision token, the
     advantage of the decision token (equal to ``sequence`` unless ``credit="decision_token"``), and per group a dict
-    ``{mode_gap, raw_gap, scale, margin_active}`` (None entries for free groups).
+    ``{mode_gap, raw_gap, scale, margin_decided}`` (None entries for free groups); ``margin_decided``: thinking was
+    at least as accurate (Δ ≥ 0) but after the margin it is not preferred (Δ' ≤ 0).
     """
     G = num_generations
     r = [None if (x is None or (isinstance(x, float) and math.isnan(x))) else float(x) for x in rewards]
@@ -94,7 +97,7 @@ def bpo_advantages(rewards: list, modes: list[str], num_generations: int, spec: 
         idx = list(range(g0, min(g0 + G, len(r))))
         vals = [r[i] for i in idx if r[i] is not None]
         if not vals:
-            groups.append({"mode_gap": None, "raw_gap": None, "scale": None, "margin_active": False})
+            groups.append({"mode_gap": None, "raw_gap": None, "scale": None, "margin_decided": False})
             continue
         mu, sd = _mean(vals), _std(vals)
         if spec.scale_rewards == "group":
@@ -108,7 +111,7 @@ def bpo_advantages(rewards: list, modes: list[str], num_generations: int, spec: 
             for i in idx:
                 if r[i] is not None:
                     seq[i] = dec[i] = (r[i] - mu) / s
-            groups.append({"mode_gap": None, "raw_gap": None, "scale": s, "margin_active": False})
+            groups.append({"mode_gap": None, "raw_gap": None, "scale": s, "margin_decided": False})
             continue
         by_mode = {m: [r[i] for i in idx if modes[i] == m and r[i] is not None] for m in ("thinking", "non_thinking")}
         n_t, n_n = len(by_mode["thinking"]), len(by_mode["non_thinking"])
@@ -142,7 +145,7 @@ def bpo_advantages(rewards: list, modes: list[str], num_generations: int, spec: 
             else:
                 seq[i] = dec[i] = content + credit[m]
         groups.append({"mode_gap": gap, "raw_gap": raw, "scale": s_mode,
-                       "margin_active": bool(gap is not None and spec.margin > 0 and gap != raw)})
+                       "margin_decided": bool(gap is not None and spec.margin > 0 and raw >= 0 and gap <= 0)})
     return seq, dec, groups
 
 
@@ -160,12 +163,12 @@ def parse_schedule(text: str | None) -> list[tuple[int, float]]:
             step, frac = part.split(":")
             out.append((int(step), float(frac)))
         except ValueError as e:
-            raise ValueError(f"BPO: forced_schedule entry {part!r} is not 'step:fraction' "
+            raise UsageError(f"BPO: forced_schedule entry {part!r} is not 'step:fraction' "
                              "(e.g. '0:1.0,100:0.5,200:0.3').") from e
     if [s for s, _ in out] != sorted({s for s, _ in out}) or out[0][0] != 0:
-        raise ValueError(f"BPO: forced_schedule {text!r} must start at step 0 with strictly increasing steps.")
+        raise UsageError(f"BPO: forced_schedule {text!r} must start at step 0 with strictly increasing steps.")
     if not all(0.0 <= f <= 1.0 for _, f in out):
-        raise ValueError(f"BPO: forced_schedule {text!r}: fractions must be in [0, 1].")
+        raise UsageError(f"BPO: forced_schedule {text!r}: fractions must be in [0, 1].")
     return out
 
 

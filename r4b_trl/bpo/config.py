@@ -8,6 +8,7 @@ from math import isclose
 
 from trl import GRPOConfig
 
+from ..errors import UsageError
 from ..modes import ModeError, PREFIX_FAMILIES
 
 
@@ -88,53 +89,53 @@ class BPOConfig(GRPOConfig):
                 self._check_split(self.num_generations_eval, "num_generations_eval")
         if self.train_mode_token:
             if not self.force_modes:
-                raise ValueError("BPO: train_mode_token needs force_modes=true (it trains the forced decision token).")
+                raise UsageError("BPO: train_mode_token needs force_modes=true (it trains the forced decision token).")
             if self.importance_sampling_level != "token":
-                raise ValueError(
+                raise UsageError(
                     f"BPO: train_mode_token needs importance_sampling_level='token' (got "
                     f"{self.importance_sampling_level!r}): a sequence-level ratio would average the decision token's "
                     "forcing correction into the whole sequence.")
             if self.loss_type in ("vespo", "luspo"):
-                raise ValueError(f"BPO: train_mode_token does not support loss_type={self.loss_type!r} (its "
+                raise UsageError(f"BPO: train_mode_token does not support loss_type={self.loss_type!r} (its "
                                  "sequence-level weights would mix the decision token's correction into the sequence).")
         if self.advantage_grouping not in ("mixed", "per_mode"):
-            raise ValueError(f"BPO: advantage_grouping={self.advantage_grouping!r}; use 'mixed' or 'per_mode'.")
+            raise UsageError(f"BPO: advantage_grouping={self.advantage_grouping!r}; use 'mixed' or 'per_mode'.")
         if self.mode_credit not in ("sequence", "decision_token"):
-            raise ValueError(f"BPO: mode_credit={self.mode_credit!r}; use 'sequence' or 'decision_token'.")
+            raise UsageError(f"BPO: mode_credit={self.mode_credit!r}; use 'sequence' or 'decision_token'.")
         if self.mode_credit == "decision_token" and not self.train_mode_token:
-            raise ValueError("BPO: mode_credit='decision_token' needs train_mode_token=true (the decision token must be "
+            raise UsageError("BPO: mode_credit='decision_token' needs train_mode_token=true (the decision token must be "
                              "in the completion to carry the credit).")
         if not (self.thinking_margin >= 0.0 and math.isfinite(self.thinking_margin)):
-            raise ValueError(f"BPO: thinking_margin={self.thinking_margin} must be >= 0 (reward units).")
+            raise UsageError(f"BPO: thinking_margin={self.thinking_margin} must be >= 0 (reward units).")
         custom = self.advantage_grouping != "mixed" or self.mode_credit != "sequence" or self.thinking_margin > 0
         if custom and not self.force_modes:
-            raise ValueError("BPO: thinking_margin / advantage_grouping / mode_credit act on forced groups; they need "
+            raise UsageError("BPO: thinking_margin / advantage_grouping / mode_credit act on forced groups; they need "
                              "force_modes=true.")
         if custom and self.multi_objective_aggregation != "sum_then_normalize":
-            raise ValueError("BPO: thinking_margin / advantage_grouping / mode_credit need "
+            raise UsageError("BPO: thinking_margin / advantage_grouping / mode_credit need "
                              "multi_objective_aggregation='sum_then_normalize'.")
         if self.forced_schedule:
             from .advantages import parse_schedule
 
             parse_schedule(self.forced_schedule)
             if not self.force_modes:
-                raise ValueError("BPO: forced_schedule needs force_modes=true (it moves from forced to free groups).")
+                raise UsageError("BPO: forced_schedule needs force_modes=true (it moves from forced to free groups).")
         if self.probe_steps < 0 or self.dump_steps < 1 or self.collapse_patience < 1:
-            raise ValueError("BPO: probe_steps must be >= 0, dump_steps >= 1 and collapse_patience >= 1.")
+            raise UsageError("BPO: probe_steps must be >= 0, dump_steps >= 1 and collapse_patience >= 1.")
         if not 0 <= self.collapse_low < self.collapse_high <= 1:
-            raise ValueError("BPO: need 0 <= collapse_low < collapse_high <= 1.")
+            raise UsageError("BPO: need 0 <= collapse_low < collapse_high <= 1.")
         if self.mode_prefixes is None and self.prefix_family not in PREFIX_FAMILIES:
             raise ModeError(f"BPO: unknown prefix_family {self.prefix_family!r}; known: {sorted(PREFIX_FAMILIES)}.")
 
     def _check_split(self, G: int, name: str) -> None:
         n_think = G * self.thinking_fraction
         if not isclose(n_think, round(n_think)):
-            raise ValueError(
+            raise UsageError(
                 f"BPO: thinking_fraction={self.thinking_fraction} × {name}={G} = {n_think} is not a whole number of "
                 "rollouts. Choose it (e.g. an even number for the default 0.5) so that both modes get a whole number "
                 "of rollouts.")
         if not 1 <= round(n_think) <= G - 1:
-            raise ValueError(
+            raise UsageError(
                 f"BPO: thinking_fraction={self.thinking_fraction} with {name}={G} leaves a mode with no rollouts (each "
                 "group needs at least one thinking and one non-thinking rollout).")
 

@@ -1,4 +1,8 @@
-"""The decision-token estimator (``train_mode_token``): a mixin over TRL's ``GRPOTrainer`` loss.
+"""``train_mode_token``: the forced decision token moved into the completion, and the decision-token estimator.
+
+A mixin over TRL's ``GRPOTrainer``. ``_generate`` moves the forced prefix from the decision token on out of the
+prompt ids into the head of the completion ids after generation (every backend generates exactly as before); only
+the decision token is trained (TRL's ``tool_mask``).
 
 The forced decision token (``\\n`` vs ``\\n\\n`` after ``<think>``) is sampled by the forcing — mode m with
 probability ``share_m`` (``thinking_fraction`` or its complement) — not by the policy. The token is clipped like any
@@ -15,7 +19,14 @@ column 0 is ``decision_advantage · w``. TRL's loss accepts (B, T) advantages. N
 
 from __future__ import annotations
 
+import logging
+import math
+
 import torch
+
+from ..modes import PREFIX_MARKER, Mode
+
+logger = logging.getLogger(__name__)
 
 DEC_ADV = "bpo_decision_advantage"  # (B,) advantage of completion column 0 (before the weight)
 DEC_LOG_SHARE = "bpo_decision_log_share"  # (B,) log(share of the forced mode) for rows whose column 0 is forced; NaN else
@@ -44,6 +55,53 @@ class DecisionTokenEstimator:
     """Mixin placed before ``GRPOTrainer`` in the bases. Active only for batches that carry ``DEC_ADV``."""
 
     _bpo_loss_inputs: dict | None = None
+
+    def _decision_split(self) -> dict:
+        """For ``train_mode_token``: per forced mode, the prefix ids from the decision token on (moved from the prompt
+        to the completion) and the prompt-side prefix text left in the prompt."""
+        if not self.args.train_mode_token:
+            return {}
+        d = self.decision
+        tok = self._tokenizer
+        split = {}
+        for mode, ids in ((Mode.THINKING, d.thinking_ids), (Mode.NON_THINKING, d.non_thinking_ids)):
+            moved = list(ids[d.position:])
+            split[self.prefixes.prefix(mode)] = {
+                "mode": mode, "moved": moved, "prompt_side": tok.decode(list(ids[:d.position])),
+                "log_share": math.log(self.args.thinking_fraction if mode is Mode.THINKING
+                                      else 1.0 - self.args.thinking_fraction),
+            }
+        logger.info("train_mode_token: tokens moved into the completion per mode: %s",
+                    {v["mode"].value: tok.convert_ids_to_tokens(v["moved"]) for v in split.values()})
+        return split
+
+    def _generate(self, prompts):
+        out = super()._generate(prompts)
+        self._moved_rows = None
+        if not self._moved_ids:
+            return out
+        prompt_ids, completion_ids, tool_mask, completions, logprobs, extra_fields, images, tool_images = out
+        tool_mask = tool_mask if tool_mask is not None else [[1] * len(c) for c in completion_ids]
+        self._moved_rows = []
+        for i, prompt in enumerate(prompts):
+            info = self._moved_ids.get(prompt[-1].get(PREFIX_MARKER) if isinstance(prompt, list) else None)
+            k = len(info["moved"]) if info else 0
+            self._moved_rows.append((info["log_share"], info["mode"] is Mode.THINKING, k) if k else None)
+            if not k:
+                continue
+            if list(prompt_ids[i][-k:]) != info["moved"]:
+                raise RuntimeError(
+                    f"train_mode_token: the prompt does not end with the expected decision tokens {info['moved']} "
+                    f"(got {list(prompt_ids[i][-k:])}); the tokenizer merges the prefix with its context.")
+            prompt_ids[i] = list(prompt_ids[i][:-k])
+            completion_ids[i] = info["moved"] + list(completion_ids[i])
+            # Train the decision token; keep forced tokens after it in the sequence but out of the loss.
+            tool_mask[i] = [1] + [0] * (k - 1) + list(tool_mask[i])
+            if logprobs is not None:  # no vLLM importance correction for forced tokens (NaN is neutral in TRL)
+                logprobs[i] = [None] * k + list(logprobs[i])
+            # TRL re-renders the prompt for vision features: it must now end with the prompt-side prefix only.
+            prompt[-1][PREFIX_MARKER] = info["prompt_side"]
+        return prompt_ids, completion_ids, tool_mask, completions, logprobs, extra_fields, images, tool_images
 
     def _compute_loss(self, model, inputs):
         if DEC_ADV not in inputs:

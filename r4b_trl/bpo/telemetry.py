@@ -41,7 +41,8 @@ def step_metrics(records: list[RolloutRecord], num_generations: int) -> dict[str
     """Per-mode metrics for one generation batch.
 
     Keys: ``bpo/<forced_mode>/{reward,accuracy,completion_length,truncated,said_thinking}`` per forced mode
-    present, ``bpo/frac_zero_spread_groups`` (groups whose rewards are all equal) and
+    present, ``bpo/frac_zero_spread_groups`` (groups of two or more scored rewards, all equal: TRL's
+    ``frac_reward_zero_std`` for groups) and
     ``bpo/think_minus_nothink_reward`` (mean over groups of mean thinking reward − mean non-thinking reward;
     only groups holding both modes count).
     """
@@ -58,7 +59,8 @@ def step_metrics(records: list[RolloutRecord], num_generations: int) -> dict[str
     zero, gaps = [], []
     for g in groups:
         vals = [r.reward for r in g if not math.isnan(r.reward)]
-        zero.append(1.0 if (len(vals) == 0 or max(vals) - min(vals) < 1e-9) else 0.0)
+        # as TRL's frac_reward_zero_std: a group with fewer than two scored rewards has no (NaN) spread, not zero
+        zero.append(1.0 if (len(vals) >= 2 and max(vals) - min(vals) < 1e-9) else 0.0)
         t = [r.reward for r in g if r.forced_mode == "thinking"]
         n = [r.reward for r in g if r.forced_mode == "non_thinking"]
         if t and n:
