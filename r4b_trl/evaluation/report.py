@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from ..plots import pyplot, save_figure
 from .config import MODE_ORDER
 
 
@@ -106,10 +107,7 @@ def plot_pareto(results: dict, path: str | Path) -> Path:
     carries its gate when measured), the modes of a benchmark joined by a line."""
     import math
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     markers = {"auto": "o", "thinking": "^", "non_thinking": "s"}
     offsets = {"auto": ((7, 6), "left"), "thinking": ((-7, -13), "right"), "non_thinking": ((7, -13), "left")}
@@ -144,11 +142,7 @@ def plot_pareto(results: dict, path: str | Path) -> Path:
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=9)
     fig.suptitle("Accuracy vs output tokens, per mode", fontsize=12)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def summary_lines(results: dict) -> list[str]:
