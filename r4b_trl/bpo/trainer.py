@@ -32,7 +32,6 @@ import hashlib
 import json
 import logging
 import math
-from contextlib import contextmanager
 from math import gcd
 
 import torch
@@ -45,7 +44,6 @@ from ..modes import (
     Mode,
     ModeError,
     ModePrefixes,
-    chat_template_of,
     check_think_tokens,
     decision_tokens,
     get_prefixes,
@@ -54,6 +52,7 @@ from ..modes import (
 )
 from ..templates import (
     SWITCH_KEYS,
+    chat_template_swapped,
     check_template,
     hook_template,
     inference_template,
@@ -266,15 +265,8 @@ class BPOTrainer(DecisionTokenEstimator, ProbeMixin, GRPOTrainer):
             self.chat_template = hook_template(pc, self.prefixes, self.chat_template, **kwargs)
         return originals
 
-    @contextmanager
     def _without_prefix_hook(self):
-        pc = self.processing_class
-        hooked = chat_template_of(pc)
-        set_chat_template(pc, self._original_templates["saved"])
-        try:
-            yield
-        finally:
-            set_chat_template(pc, hooked)
+        return chat_template_swapped(self.processing_class, self._original_templates["saved"])
 
     def _save(self, output_dir=None, state_dict=None):
         with self._without_prefix_hook():

@@ -4,9 +4,8 @@ learning rates (:func:`param_groups`), and which saves the model with the infere
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
+from contextlib import nullcontext
 
-from ..modes import chat_template_of
 from .config import DEFAULT_PROJECTOR_MODULES, DEFAULT_VISION_MODULES
 
 logger = logging.getLogger(__name__)
@@ -56,21 +55,13 @@ def _trainer_cls():
             self.projector_modules = list(projector_modules or DEFAULT_PROJECTOR_MODULES)
             super().__init__(*args, **kwargs)
 
-        @contextmanager
         def saving_template(self):
             """While saving: the template the model is used with (every mode reachable), not the SFT one."""
-            from ..templates import set_chat_template
+            from ..templates import chat_template_swapped
 
-            pc = self.processing_class
-            if self.saved_chat_template is None or pc is None:
-                yield
-                return
-            training = chat_template_of(pc)
-            set_chat_template(pc, self.saved_chat_template)
-            try:
-                yield
-            finally:
-                set_chat_template(pc, training)
+            if self.saved_chat_template is None or self.processing_class is None:
+                return nullcontext()
+            return chat_template_swapped(self.processing_class, self.saved_chat_template)
 
         def _save(self, output_dir=None, state_dict=None):
             with self.saving_template():
