@@ -192,9 +192,26 @@ def register_image_only_processors() -> dict:
     return _REGISTERED
 
 
+def _save_image_text(out: Path, model, tok, image_processor, processor_name: str, chat_template: str) -> None:
+    """Save a random-weight image-text model (safetensors, sampling generation config) with its image-only
+    processor (:func:`register_image_only_processors`) and tokenizer, both carrying ``chat_template``."""
+    from transformers import GenerationConfig
+
+    model.generation_config = GenerationConfig(
+        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), pad_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
+        bos_token_id=None, do_sample=True, temperature=1.0,
+    )
+    model.save_pretrained(out, safe_serialization=True)
+    processor_cls = register_image_only_processors()[processor_name]
+    processor = processor_cls(image_processor=image_processor, tokenizer=tok, chat_template=chat_template)
+    processor.save_pretrained(out)
+    tok.chat_template = chat_template
+    tok.save_pretrained(out)
+
+
 def build_vision_model(out: str | os.PathLike, seed: int = 0) -> Path:
     import torch
-    from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     from r4b_trl.chat_templates import DEFAULT_CHAT_TEMPLATE
@@ -239,19 +256,10 @@ def build_vision_model(out: str | os.PathLike, seed: int = 0) -> Path:
         tie_word_embeddings=True,
     )
     model = Qwen2_5_VLForConditionalGeneration(cfg)
-    model.generation_config = GenerationConfig(
-        eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], bos_token_id=None, do_sample=True,
-        temperature=1.0,
-    )
-    model.save_pretrained(out, safe_serialization=True)
     # A tiny pixel budget: small images become 1-4 image tokens.
     image_processor = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=28 * 28 * 4, patch_size=14,
                                                temporal_patch_size=2, merge_size=2)
-    processor_cls = register_image_only_processors()["Qwen2_5_VLImageOnlyProcessor"]
-    processor = processor_cls(image_processor=image_processor, tokenizer=tok, chat_template=DEFAULT_CHAT_TEMPLATE)
-    processor.save_pretrained(out)
-    tok.chat_template = DEFAULT_CHAT_TEMPLATE
-    tok.save_pretrained(out)
+    _save_image_text(out, model, tok, image_processor, "Qwen2_5_VLImageOnlyProcessor", DEFAULT_CHAT_TEMPLATE)
     _write_readme(out, "vision", model)
     return out
 
@@ -268,7 +276,7 @@ def build_qwen3_5_model(out: str | os.PathLike, seed: int = 0, template: str = "
     (``Qwen3VLImageOnlyProcessor``) and Qwen3.5's chat template as TRL ships it (``qwen3_5_think``, which
     pre-fills ``<think>\n``; ``qwen3_5_nothink`` is the 2B's)."""
     import torch
-    from transformers import GenerationConfig, Qwen3_5Config, Qwen3_5ForConditionalGeneration
+    from transformers import Qwen3_5Config, Qwen3_5ForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     from r4b_trl.chat_templates import _trl_template
@@ -299,18 +307,9 @@ def build_qwen3_5_model(out: str | os.PathLike, seed: int = 0, template: str = "
         tie_word_embeddings=True,
     )
     model = Qwen3_5ForConditionalGeneration(cfg)
-    model.generation_config = GenerationConfig(
-        eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], bos_token_id=None, do_sample=True,
-        temperature=1.0,
-    )
-    model.save_pretrained(out, safe_serialization=True)
     image_processor = Qwen2VLImageProcessorPil(min_pixels=32 * 32, max_pixels=32 * 32 * 4, patch_size=16,
                                                temporal_patch_size=2, merge_size=2)
-    processor_cls = register_image_only_processors()["Qwen3VLImageOnlyProcessor"]
-    processor = processor_cls(image_processor=image_processor, tokenizer=tok, chat_template=chat_template)
-    processor.save_pretrained(out)
-    tok.chat_template = chat_template
-    tok.save_pretrained(out)
+    _save_image_text(out, model, tok, image_processor, "Qwen3VLImageOnlyProcessor", chat_template)
     _write_readme(out, "qwen3_5", model, extra={"chat_template": template})
     return out
 
