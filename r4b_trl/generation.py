@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
-from .modes import Mode, ModePrefixes, render_prompt, resolve_mode
+from .modes import Mode, ModePrefixes, resolve_mode
+from .templates import render_prompt
 
 
 @dataclass

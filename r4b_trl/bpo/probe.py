@@ -9,7 +9,8 @@ from contextlib import contextmanager
 
 import torch
 
-from ..modes import Mode, parse_response, render_prompt, with_prefix
+from ..modes import Mode, parse_response, with_prefix
+from ..templates import render_prompt
 from .telemetry import collapse_state, probe_summary
 
 logger = logging.getLogger(__name__)

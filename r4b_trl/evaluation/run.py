@@ -12,7 +12,8 @@ from typing import Callable, Sequence
 
 from ..data.io import DataError, read_jsonl, write_jsonl
 from ..gate import AUTO_GATE_FILE, auto_gate_rows
-from ..modes import Mode, ModePrefixes, parse_response, render_prompt
+from ..modes import Mode, ModePrefixes, parse_response
+from ..templates import render_prompt
 from .backends import _check_tags_survive_decoding, load_backend
 from .benchmarks import EvalItem, PreparedBenchmark, prepare_benchmarks
 from .config import (GENERATIONS_FILE, GOLD_UNPARSEABLE, IMAGE_ERROR, PARETO_FILE, REPORT_FILE, RESULTS_FILE,
