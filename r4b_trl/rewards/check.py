@@ -1,0 +1,176 @@
+"""Verification by kind: does an answer state the reference answer? Runs inside the worker processes
+(:mod:`r4b_trl.rewards.pool`), so it imports only the standard library, math-verify and :mod:`answer`.
+
+math-verify's own timeouts use ``signal.alarm``; they are off here: the worker is killed from outside instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import re
+from typing import Any
+
+try:
+    from . import answer as A
+except ImportError:  # imported as a top-level module by the worker script
+    import answer as A  # type: ignore[no-redef]
+
+#: Expressions whose evaluation would build a number with more digits than this count as unparseable.
+MAX_DIGITS = 100_000
+
+_GOLD_LETTER = re.compile(r"\(?\s*([A-J])\s*\)?\.?")
+_WORDS = re.compile(r"[A-Za-z]+(?:[\s'-]+[A-Za-z]+)*\.?")
+
+
+def _plain(text: str) -> str:
+    """A text without ``\\text{}``-style wrappers, ``$``, ``*`` and surrounding blanks/periods."""
+    return A._WRAP_RE.sub(r"\1", text).replace("$", "").replace("*", "").strip().rstrip(".").strip()
+
+
+def _norm(text: str, fold: bool = True) -> str:
+    """Exact-match normal form: plain, case-folded (unless ``fold=False``, for maths, where ``X`` is not ``x``),
+    whitespace collapsed."""
+    text = _plain(A.normalize_text(text))
+    return " ".join((text.casefold() if fold else text).split())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# math-verify, bounded in size
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _log10_bound(e) -> float:
+    """A rough upper bound of log10|value| of a sympy expression, used to spot integers too large to build."""
+    if e.is_Rational:
+        return sum(sign * (math.log10(n) if n.bit_length() < 1000 else n.bit_length() * 0.302)
+                   for sign, n in ((1, max(abs(int(e.p)), 1)), (-1, int(e.q))))
+    args = [_log10_bound(a) for a in e.args]
+    if e.is_Pow:
+        return 10 ** min(args[1], 300.0) * max(abs(args[0]), 0.302)
+    if e.func.__name__ in ("factorial", "factorial2", "subfactorial", "gamma", "binomial"):
+        n = 10 ** min(args[0], 300.0)
+        return n * max(args[0], 0.302)
+    if e.is_Mul:
+        return sum(abs(a) for a in args)
+    return max(args, default=1.0) + 1.0
+
+
+def _too_big(expr) -> bool:
+    """Would evaluating ``expr`` build an integer of more than ``MAX_DIGITS`` digits (``10^{10^{10}}``)? Such a
+    value is rejected at once instead of running into the time bound."""
+    import sympy
+
+    if not isinstance(expr, sympy.Basic):
+        return False
+    try:
+        return any(not node.free_symbols and _log10_bound(node) > MAX_DIGITS
+                   for node in sympy.preorder_traversal(expr) if node.args and not node.is_Rational)
+    except (RecursionError, TypeError, ValueError, OverflowError):
+        return True
+
+
+def _mv_parse(latex: str) -> list | None:
+    import math_verify
+
+    parsed = math_verify.parse(latex, parsing_timeout=None)
+    return None if not parsed or any(_too_big(p) for p in parsed) else parsed
+
+
+def math_value(parts: tuple[str, ...]) -> list | None:
+    """math-verify's parse of a stated answer: one value, or a set for several boxes (as math-verify reads
+    ``\\boxed{1}, \\boxed{2}``). None when a part does not parse."""
+    values = []
+    for part in parts:
+        expr = A.prepare_expression(part)
+        if not expr or len(expr) > A.MAX_EXPR_CHARS:
+            return None
+        parsed = _mv_parse("\\boxed{" + expr + "}")
+        if parsed is None:
+            return None
+        values.append(parsed)
+    if len(values) == 1:
+        return values[0]
+    if any(isinstance(v[0], str) for v in values):
+        return None
+    from latex2sympy2_extended.sets import FiniteSet
+
+    elements = []
+    for v in values:
+        elements.extend(v[0].args if isinstance(v[0], FiniteSet) else [v[0]])
+    joined = FiniteSet(*elements)
+    return [joined.args[0] if len(joined.args) == 1 else joined]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# References and predictions
+# --------------------------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4096)
+def prepare_gold(solution: str, kind: str) -> tuple[str, Any] | None:
+    """(resolved kind, reference value), or None if the reference cannot be parsed. References are trusted: the
+    rule decides first, then math-verify reads the whole text if the rule finds nothing. Cached."""
+    if kind == "auto":
+        boxed = A.boxes(solution)
+        plain = _plain(boxed[-1][2] if len(boxed) == 1 else solution)
+        if letter := _GOLD_LETTER.fullmatch(plain):
+            return "choice", letter.group(1)
+        if len(plain) > 1 and _WORDS.fullmatch(plain):  # "yes", "Paris": sympy would read n*o == o*n
+            return prepare_gold(solution, "exact")
+        return prepare_gold(solution, "math") or prepare_gold(solution, "exact")
+    found = A.final_answer(solution, kind)
+    if kind == "choice":
+        letters = {A.letter_of(p, whole=found.source == "whole") for p in found.parts} if found else {None}
+        if None in letters:
+            letters = {A.letter_of(solution, whole=True)}
+        return ("choice", letters.pop()) if len(letters) == 1 and None not in letters else None
+    if kind == "exact":
+        norm = _norm(", ".join(found.parts) if found else solution)
+        return ("exact", norm) if norm else None
+    parsed = math_value(found.parts) if found else None
+    if parsed is None:
+        parsed = _mv_parse(A.normalize_text(solution)[-A.MAX_PROSE_CHARS:])
+    if not parsed or all(isinstance(p, str) for p in parsed):
+        return None
+    return "math", (parsed, _norm(", ".join(found.parts) if found else solution, fold=False))
+
+
+def matches(gold: tuple[str, Any], answer_text: str) -> bool:
+    """Does ``answer_text`` state the prepared reference ``gold``?"""
+    kind, value = gold
+    found = A.final_answer(answer_text, kind)
+    if found is None:
+        return False
+    if kind == "choice":
+        return {A.letter_of(p, whole=found.source == "whole") for p in found.parts} == {value}
+    if kind == "exact":
+        return {_norm(p) for p in found.parts} == {value}
+    import math_verify
+
+    parsed, norm = value
+    if _norm(", ".join(found.parts), fold=False) == norm:
+        return True
+    pred = math_value(found.parts)
+    return bool(pred) and bool(math_verify.verify(parsed, pred, timeout_seconds=None))
+
+
+def verify_text(answer_text: str, solution: str, kind: str, on_gold=None) -> bool | None:
+    """True/False, or None when the reference cannot be parsed. ``on_gold(ok)`` is called once the reference is
+    prepared (the worker reports it, so that a later timeout is known to be the answer's)."""
+    gold = prepare_gold(solution, kind)
+    if on_gold is not None:
+        on_gold(gold is not None)
+    return None if gold is None else matches(gold, answer_text)
+
+
+class _DropTimeoutDisabledWarning(logging.Filter):
+    """math-verify warns once that its (signal-based) timeouts are off: here the worker is killed instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Timeout is disabled")
+
+
+for _name in ("math_verify.parser", "math_verify.grader"):
+    logging.getLogger(_name).addFilter(_DropTimeoutDisabledWarning())
