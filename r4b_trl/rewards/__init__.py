@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 KINDS = ("auto", "math", "choice", "exact")
 #: Wall-clock budget (seconds) of one check (reference + answer), enforced by killing the worker process.
-TIMEOUT_S = float(os.environ.get("R4B_REWARD_TIMEOUT_S", "1.0"))
+TIMEOUT_S = float(os.environ.get("R4B_REWARD_TIMEOUT_S", "1.5"))
 #: Worker processes (checks of a batch run in parallel). 0: check in the calling process, with no time bound.
 WORKERS = int(os.environ.get("R4B_REWARD_WORKERS", str(min(4, os.cpu_count() or 1))))
 

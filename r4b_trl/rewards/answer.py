@@ -98,6 +98,7 @@ _ASCII_OK = set(map(chr, range(32, 127))) | set("\n\t\r")
 _WRAP_RE = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbox|operatorname)\s*\{([^{}]*)\}")
 _CMD_RE = re.compile(r"\\[A-Za-z]+")
 _WORD_RE = re.compile(r"[A-Za-z]{2,}")
+_SETS = frozenset({"and"})  # "1, 2 and 3" is a set (math-verify reads it so); "1 or 2" offers candidates
 _FUNCS = frozenset(
     "sin cos tan cot sec csc arcsin arccos arctan sinh cosh tanh log ln lg exp sqrt max min gcd lcm mod deg det dx "
     "dy dz dt pi inf infty".split())
@@ -106,13 +107,16 @@ _STOP = frozenset(
     "an as at be by do go he if in is it me my no of on or so to up us we am are and any but can did for few get got "
     "had has her him his how its let may nor not now off one our out per say see she six the too two try use via was "
     "who why yes yet you all ten".split())
-_UNIT_TOKEN = r"(?:\\(?:text|mathrm|mbox)\s*\{\s*[A-Za-z][A-Za-z ]{0,20}\}|[A-Za-z]{1,15})(?:\s*\^\s*\{?-?\d\}?)?"
+_UNIT_TOKEN = r"(?:\\(?:text|textbf|textit|textrm|mathrm|mbox)\s*\{\s*[A-Za-z][A-Za-z ]{0,20}\}|[A-Za-z]{1,15})(?:\s*\^\s*\{?-?\d\}?)?"
 _UNITS_TAIL = re.compile(rf"(?:\s+|(?<=[\d}}])(?=\\))(?:{_UNIT_TOKEN})(?:\s*(?:/|\\cdot|per)?\s*(?:{_UNIT_TOKEN})){{0,3}}\s*$")
+
+
+_ENV_RE = re.compile(r"\\(?:begin|end)\s*\{[A-Za-z*]*\}")
 
 
 def _letters(s: str) -> str:
     """``s`` with LaTeX text wrappers opened and other commands removed (what a reader sees as words)."""
-    return _CMD_RE.sub(" ", _WRAP_RE.sub(r" \1 ", s))
+    return _CMD_RE.sub(" ", _WRAP_RE.sub(r" \1 ", _ENV_RE.sub(" ", s)))
 
 
 def split_units(s: str) -> str:
@@ -121,7 +125,7 @@ def split_units(s: str) -> str:
     if not m:
         return s
     core, unit = s[:m.start()].rstrip(), _letters(m.group()).lower()
-    if not re.search(r"\d", core) or re.search(r"[A-Za-z]", _letters(core)):
+    if not re.search(r"[\d}%]$", core) or not re.search(r"\d", core) or re.search(r"[A-Za-z]", _letters(core)):
         return s  # units only follow a number: 2 x is an algebraic product
     if any(w in _STOP for w in _WORD_RE.findall(unit)):
         return s  # "5 or so"
@@ -135,7 +139,7 @@ def is_expression(s: str) -> bool:
     core = _letters(split_units(s))
     for w in _WORD_RE.findall(core):
         w = w.lower()
-        if w in _STOP or (len(w) > 3 and w not in _FUNCS):
+        if (w in _STOP and w not in _SETS) or (len(w) > 3 and w not in _FUNCS):
             return False
     return bool(re.search(r"[0-9A-Za-z]", core) or "\\" in s)
 
@@ -145,13 +149,14 @@ _DEC_COMMA = re.compile(r"(-?\d+),(\d{1,2}|\d{4,})")
 _MIXED = re.compile(r"(-?)(\d+)\s+(\d+)\s*/\s*(\d+)")
 
 
-def prepare_expression(s: str) -> str:
-    """A single value ready for math-verify: delimiters and units off, ``1 000`` → ``1000``, ``1000,99`` →
-    ``1000.99`` (a decimal comma: not 3 digits after it), ``2 1/2`` → ``\\frac{5}{2}``, newlines → spaces."""
+def prepare_expression(s: str, bare: bool = False) -> str:
+    """A single value ready for math-verify: delimiters and units off, ``1 000`` → ``1000``, ``2 1/2`` →
+    ``\\frac{5}{2}``, newlines → spaces; for a ``bare`` value (plain text: not boxed, no ``$``), ``1000,99`` →
+    ``1000.99`` (a decimal comma: not 3 digits after it), as math-verify reads plain numbers."""
     s = split_units(strip_delimiters(s)).replace("{,}", ",").replace("\n", " ").strip()
     if _NUM_SPACES.fullmatch(s):
         return s.replace(" ", "")
-    if m := _DEC_COMMA.fullmatch(s):
+    if bare and (m := _DEC_COMMA.fullmatch(s)):
         return f"{m.group(1)}.{m.group(2)}"
     if (m := _MIXED.fullmatch(s)) and int(m.group(4)) != 0:
         sign, whole, num, den = m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4))
@@ -191,7 +196,7 @@ def letter_of(value: str, whole: bool = False) -> str | None:
 
 _ANCHOR = re.compile(
     r"(?i)(?<![a-z])(?:final\s+answer|answer|(?:correct|right|best)\s+(?:option|choice)|the\s+(?:option|choice))"
-    r"[ \t]*(?:is[ \t]*:?|:|=|would[ \t]+be|should[ \t]+be|must[ \t]+be)\s*")
+    r"(?:[ \t]*(?:is[ \t]*:?|:|=|would[ \t]+be|should[ \t]+be|must[ \t]+be)\s*|[ \t]+(?=\$|\\[(\[]))")
 _SENTENCE_END = re.compile(r"\.(?=\s|$)|\n|;|!|\?(?=\s|$)")
 _CLOSERS = {"$$": "$$", "$": "$", "\\(": "\\)", "\\[": "\\]"}
 _OFFERS_VALUE = re.compile(r"\d|\$|\\boxed|\\fbox|\\\(|\\\[")
@@ -212,17 +217,67 @@ def _value_after(text: str, start: int) -> tuple[str, int]:
     return text[start:end].strip(), end
 
 
+def _one_number(value: str) -> str | None:
+    """The number of a plain-words value with exactly one number ("Jane started 3 hours ago")."""
+    if len(value) > 300 or not _PROSE_NUM.fullmatch(value) or _NEGATION.search(value):
+        return None
+    nums = _NUMBER.findall(value)
+    return nums[0] if len(nums) == 1 else None
+
+
 def _statement(text: str, kind: str) -> tuple[int, str | None] | None:
-    """(start, value) of the last closing statement: value None when the statement gives no single value."""
+    """(start, value) of the last closing statement: value None when the statement gives no single value.
+
+    Answer statements ("The answer is", "Answer:", "The final answer is", "The correct option is") give the rest
+    of their sentence, which must be one value; for maths also "<plain words> is V" or plain words with exactly
+    one number. Conclusions ("Therefore/Thus/Hence/So, <plain words> is V.", or with one number) count only in
+    that form. Nothing after the statement may offer another value."""
     offset = max(0, len(text) - MAX_PROSE_CHARS)
     last = None
     for m in _ANCHOR.finditer(text, offset):
         last = m
-    if last is None:
+    conclusion = None
+    if kind == "math":
+        for m in _CONCLUSION.finditer(text, last.end() if last else offset):
+            conclusion = m
+    anchor = conclusion or last
+    if anchor is None:
         return None
-    value, end = _value_after(text, last.end())
+    value, end = _value_after(text, anchor.end())
+    if kind == "math" and not _valid(value, kind):
+        if m := _IS_TAIL.fullmatch(value):
+            value = m.group(2)  # "The largest $n$ is 34": the value after the last "is", after plain words
+        elif (num := _one_number(value)) is not None:
+            value = num
     ok = _valid(value, kind) and not (kind == "math" and _OFFERS_VALUE.search(text, end))
-    return last.start(), (value if ok else None)
+    if anchor is conclusion and not ok:
+        return None if last is None else _statement(text[:conclusion.start()], kind)
+    return anchor.start(), (value if ok else None)
+
+
+_CONCLUSION = re.compile(r"(?i)(?<![a-z])(?:therefore|thus|hence|so)\b,?\s*")
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:[.,]\d+)*(?:\s*%)?(?![\w])")
+_PROSE_NUM = re.compile(r"[A-Za-z0-9\s,.;:!?'\u2019\"()%$-]*")
+_NEGATION = re.compile(r"(?i)\b(?:not|no|never|except|isn't|aren't|neither|nor|or)\b")
+
+
+_IS_TAIL = re.compile(r"((?:[A-Za-z ,'\u2019()-]|\$[^$\d]{1,40}\$)*)\bis\s+(.+)", re.S)
+_SPAN = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.S)
+_PROSE = re.compile(r"[A-Za-z\s,.;:!?'\u2019\"()-]*")
+
+
+def _single_span(text: str) -> str | None:
+    """The one delimited maths value of a plain-words sentence ("Therefore $x \\geq 5$ is the solution.")."""
+    if len(text) > 400:
+        return None
+    spans = list(_SPAN.finditer(text))
+    if len(spans) != 1:
+        return None
+    m = spans[0]
+    if not _PROSE.fullmatch(text[:m.start()] + " " + text[m.end():]):
+        return None
+    value = next(g for g in m.groups() if g is not None)
+    return value if is_expression(value) else None
 
 
 _EQ_TAIL = re.compile(r"(?<![A-Za-z\\])((?:[A-Za-z]|\\[A-Za-z]+)(?:_\{?[A-Za-z0-9]+\}?)?\s*=\s*([^=]*?))\s*$")
@@ -280,11 +335,13 @@ def final_answer(answer_text: str, kind: str = "math") -> Answer | None:
     whole = text.strip()
     if kind == "choice":
         return Answer((whole,), "whole") if letter_of(whole, whole=True) else None
-    if kind == "math" and (eq := _equation_line(whole)) is not None and "\n" in whole:
+    if kind != "math" or is_expression(strip_delimiters(whole)):
+        return Answer((whole,), "whole")
+    if (eq := _equation_line(whole)) is not None and "\n" in whole:
         return Answer((eq,), "equation")
-    if kind == "math" and not is_expression(strip_delimiters(whole)):
-        return None
-    return Answer((whole,), "whole")
+    if (span := _single_span(whole)) is not None:
+        return Answer((span,), "span")
+    return None
 
 
 def extract_answer(answer_text: str, kind: str = "math") -> str:

@@ -78,12 +78,12 @@ def _mv_parse(latex: str) -> list | None:
     return None if not parsed or any(_too_big(p) for p in parsed) else parsed
 
 
-def math_value(parts: tuple[str, ...]) -> list | None:
+def math_value(parts: tuple[str, ...], bare: bool = False) -> list | None:
     """math-verify's parse of a stated answer: one value, or a set for several boxes (as math-verify reads
-    ``\\boxed{1}, \\boxed{2}``). None when a part does not parse."""
+    ``\\boxed{1}, \\boxed{2}``). None when a part does not parse. ``bare``: see ``answer.prepare_expression``."""
     values = []
     for part in parts:
-        expr = A.prepare_expression(part)
+        expr = A.prepare_expression(part, bare=bare)
         if not expr or len(expr) > A.MAX_EXPR_CHARS:
             return None
         parsed = _mv_parse("\\boxed{" + expr + "}")
@@ -129,17 +129,24 @@ def prepare_gold(solution: str, kind: str) -> tuple[str, Any] | None:
     if kind == "exact":
         norm = _norm(", ".join(found.parts) if found else solution)
         return ("exact", norm) if norm else None
-    parsed = math_value(found.parts) if found else None
-    if parsed is None:
-        parsed = _mv_parse(A.normalize_text(solution)[-A.MAX_PROSE_CHARS:])
-    if not parsed or all(isinstance(p, str) for p in parsed):
+    readings = [math_value(found.parts, _bare(found)) if found else None,
+                _mv_parse(A.normalize_text(solution)[-A.MAX_PROSE_CHARS:])]
+    readings = [r for r in readings if r and not all(isinstance(p, str) for p in r)]
+    readings = [r for i, r in enumerate(readings) if str(r[0]) not in {str(x[0]) for x in readings[:i]}]
+    if not readings:
         return None
-    return "math", (parsed, _norm(", ".join(found.parts) if found else solution, fold=False))
+    return "math", (readings, _norm(", ".join(found.parts) if found else solution, fold=False))
+
+
+def _bare(found: A.Answer) -> bool:
+    return found.source != "box" and len(found.parts) == 1 and not re.search(r"[$\\]", found.parts[0])
 
 
 def matches(gold: tuple[str, Any], answer_text: str) -> bool:
     """Does ``answer_text`` state the prepared reference ``gold``?"""
     kind, value = gold
+    if kind == "math" and len(answer_text) < 200 and _norm(A.strip_delimiters(answer_text), fold=False) == value[1]:
+        return True  # the reference itself, word for word ("\\text{Even}" for "Even")
     found = A.final_answer(answer_text, kind)
     if found is None:
         return False
@@ -149,11 +156,11 @@ def matches(gold: tuple[str, Any], answer_text: str) -> bool:
         return {_norm(p) for p in found.parts} == {value}
     import math_verify
 
-    parsed, norm = value
+    readings, norm = value
     if _norm(", ".join(found.parts), fold=False) == norm:
         return True
-    pred = math_value(found.parts)
-    return bool(pred) and bool(math_verify.verify(parsed, pred, timeout_seconds=None))
+    pred = math_value(found.parts, _bare(found))
+    return bool(pred) and any(math_verify.verify(gold_value, pred, timeout_seconds=None) for gold_value in readings)
 
 
 def verify_text(answer_text: str, solution: str, kind: str, on_gold=None) -> bool | None:
