@@ -52,37 +52,51 @@ def normalize_text(text: str) -> str:
 
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
-_BRACE_RE = re.compile(r"(?<!\\)[{}]")  # \{ and \} are literal braces in LaTeX
+_BRACE_RE = re.compile(r"\\[\\{}]|[{}]")  # \{ and \} are literal braces, \\ a line break
 
 
-def boxes(text: str) -> list[tuple[int, int, str]]:
-    """``(start, end, content)`` of every outermost balanced box, in order. Linear time."""
+def boxes(text: str) -> list[tuple[int, int, str | None]]:
+    """``(start, end, content)`` of every outermost box, in order; content None for a box that never closes.
+    Linear time."""
     starts = [(m.start(), m.end() - 1) for m in _BOX_RE.finditer(text)]
     if not starts:
         return []
     partner, stack = {}, []
     for m in _BRACE_RE.finditer(text, starts[0][1]):
+        if m.group()[0] == "\\":
+            continue
         if m.group() == "{":
             stack.append(m.start())
         elif stack:
             partner[stack.pop()] = m.start()
     out, last_end = [], -1
     for start, brace in starts:
-        close = partner.get(brace)
-        if close is None or start < last_end:
+        if start < last_end:
             continue
+        close = partner.get(brace)
+        if close is None:
+            out.append((start, len(text), None))
+            break
         out.append((start, close + 1, text[brace + 1:close].strip()))
         last_end = close + 1
     return out
 
 
+_PERCENT_AFTER = re.compile(r"(\$+)([^$]+)\1\s*(?:\\?%|percent)", re.I)
+
+
 def strip_delimiters(s: str) -> str:
-    """``$…$``, ``$$…$$``, ``\\(…\\)``, ``\\[…\\]`` around the whole string removed, with trailing periods."""
+    """``$…$``, ``$$…$$``, ``\\(…\\)``, ``\\[…\\]`` around the whole string removed, with trailing periods
+    (``$28$ %`` → ``28\\%``)."""
     for _ in range(3):
         s = s.strip().rstrip(".,;").strip()
+        if m := _PERCENT_AFTER.fullmatch(s):
+            s = m.group(2).strip() + "\\%"
+        if len(_DOLLAR.findall(s)) == 1 and re.fullmatch(r"\$\s*[\d.,]+|[\d.,]+\s*\$", s):
+            s = s.replace("$", "").strip()  # a currency sign: $1,000.99
         for a, b in (("$$", "$$"), ("\\[", "\\]"), ("\\(", "\\)"), ("$", "$")):
             inner = s[len(a):-len(b)] if len(s) > len(a) + len(b) and s.startswith(a) and s.endswith(b) else None
-            if inner is not None and a not in inner and b not in inner:
+            if inner is not None and (not _DOLLAR.search(inner) if a[0] == "$" else a not in inner and b not in inner):
                 s = inner
                 break
         else:
@@ -119,8 +133,16 @@ def _letters(s: str) -> str:
     return _CMD_RE.sub(" ", _WRAP_RE.sub(r" \1 ", _ENV_RE.sub(" ", s)))
 
 
-def split_units(s: str) -> str:
-    """``s`` without a trailing unit (``12 cm^2``, ``5 apples``, ``3\\text{ m}``) after a numeric value."""
+_UNITS = frozenset(
+    "m cm mm km g kg mg s ms sec secs second seconds min mins minute minutes h hr hrs hour hours day days week weeks "
+    "month months year years dollar dollars cent cents euro euros degree degrees deg rad radians unit units meter "
+    "meters metre metres inch inches ft foot feet mile miles yd yard yards l ml liter liters litre litres mph kmh "
+    "percent sq square cubic people persons students ways times pounds lb lbs oz ounce ounces n j w v a k".split())
+
+
+def split_units(s: str, units_only: bool = False) -> str:
+    """``s`` without a trailing unit (``12 cm^2``, ``3\\text{ m}``; in a box any words: ``5 apples``) after a
+    numeric value. ``units_only``: only known unit words count (unboxed text)."""
     m = _UNITS_TAIL.search(s)
     if not m:
         return s
@@ -129,14 +151,43 @@ def split_units(s: str) -> str:
         return s  # units only follow a number: 2 x is an algebraic product
     if any(w in _STOP for w in _WORD_RE.findall(unit)):
         return s  # "5 or so"
+    if units_only and any(w not in _UNITS for w in re.findall(r"[a-z]+", unit)):
+        return s
     return core
+
+
+_NOT_ONE_VALUE = re.compile(r"[#@?`\"]|(?<!\\)\$|\\[()\[\]]|```|<[A-Za-z/!|]|\|>")
+
+
+def well_formed(s: str, boxed: bool = False) -> bool:
+    """Could ``s`` be one LaTeX value: printable ASCII (and °), no maths delimiters or tags inside, braces
+    balanced, as many closing as opening brackets (``[0, 1)`` is an interval). In a box, pairs of ``$`` pass."""
+    if not s or len(s) > MAX_EXPR_CHARS or any(c not in _ASCII_OK and c not in "°′″" for c in s):
+        return False
+    if boxed and len(_DOLLAR.findall(s)) % 2 == 0:
+        s = _DOLLAR.sub(" ", s)
+    if _NOT_ONE_VALUE.search(s):
+        return False
+    depth = 0
+    for m in _BRACE_RE.finditer(s):
+        if m.group()[0] != "\\":
+            depth += 1 if m.group() == "{" else -1
+            if depth < 0:
+                return False
+    return (depth == 0 and s.count("(") + s.count("[") == s.count(")") + s.count("]")
+            and s.count("\\begin") == s.count("\\end"))
+
+
+_DANGLING = re.compile(r"(?:[+\-*/=^_,&]|\\\\|\\(?:cdot|times|div|le|ge|leq|geq|in|pm|left[(\[]?))\s*$"
+                       r"|^\s*(?:[*/=^_,&]|\\(?:cdot|times|div|le|ge|leq|geq|in|pm)(?![A-Za-z]))")
+_DOLLAR = re.compile(r"(?<!\\)\$")
 
 
 def is_expression(s: str) -> bool:
     """Is ``s`` one mathematical value: LaTeX or plain maths, no prose words, at most a trailing unit."""
-    if not s or len(s) > MAX_EXPR_CHARS or any(c not in _ASCII_OK and c not in "°′″" for c in s):
+    if not well_formed(s) or not re.match(r"[\w(\[{\\|.+-]", s.lstrip()) or _DANGLING.search(s):
         return False
-    core = _letters(split_units(s))
+    core = _letters(split_units(s, units_only=True))
     for w in _WORD_RE.findall(core):
         w = w.lower()
         if (w in _STOP and w not in _SETS) or (len(w) > 3 and w not in _FUNCS):
@@ -241,6 +292,8 @@ def _statement(text: str, kind: str) -> tuple[int, str | None] | None:
         for m in _CONCLUSION.finditer(text, last.end() if last else offset):
             conclusion = m
     anchor = conclusion or last
+    if anchor is None and kind == "math":
+        anchor = _LABEL.match(text)  # "Result: 5", "Total : 12 apples" opening the answer
     if anchor is None:
         return None
     value, end = _value_after(text, anchor.end())
@@ -255,7 +308,8 @@ def _statement(text: str, kind: str) -> tuple[int, str | None] | None:
     return anchor.start(), (value if ok else None)
 
 
-_CONCLUSION = re.compile(r"(?i)(?<![a-z])(?:therefore|thus|hence|so)\b,?\s*")
+_LABEL = re.compile(r"\s*[A-Za-z]{2,20}[ \t]*:[ \t]*")
+_CONCLUSION = re.compile(r"(?i)(?:^|(?<=[\s.,;:!?]))(?:therefore|thus|hence|so)\b,?\s*")
 _NUMBER = re.compile(r"(?<![\w.])-?\d+(?:[.,]\d+)*(?:\s*%)?(?![\w])")
 _PROSE_NUM = re.compile(r"[A-Za-z0-9\s,.;:!?'\u2019\"()%$-]*")
 _NEGATION = re.compile(r"(?i)\b(?:not|no|never|except|isn't|aren't|neither|nor|or)\b")
@@ -329,7 +383,9 @@ def final_answer(answer_text: str, kind: str = "math") -> Answer | None:
         if stmt is not None and stmt[1] is not None and stmt[0] >= found[-1][1]:
             return Answer((stmt[1],), "statement")
         parts = tuple(c for _, _, c in found)
-        return Answer(parts, "box") if all(parts) else None
+        if not all(parts) or (kind == "math" and not all(well_formed(p, boxed=True) for p in parts)):
+            return None  # a box never closed, an empty one, or junk in one: no answer
+        return Answer(parts, "box")
     if stmt is not None:
         return None if stmt[1] is None else Answer((stmt[1],), "statement")
     whole = text.strip()

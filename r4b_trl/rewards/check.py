@@ -83,7 +83,7 @@ def math_value(parts: tuple[str, ...], bare: bool = False) -> list | None:
     ``\\boxed{1}, \\boxed{2}``). None when a part does not parse. ``bare``: see ``answer.prepare_expression``."""
     values = []
     for part in parts:
-        expr = A.prepare_expression(part, bare=bare)
+        expr = A._DOLLAR.sub(" ", A.prepare_expression(part, bare=bare))
         if not expr or len(expr) > A.MAX_EXPR_CHARS:
             return None
         parsed = _mv_parse("\\boxed{" + expr + "}")
