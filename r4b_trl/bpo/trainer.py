@@ -31,6 +31,7 @@ from transformers import TrainerCallback
 from trl import GRPOTrainer
 
 from ..data.io import DataError
+from ..rewards import assistant_turn
 from ..modes import (
     PREFIX_MARKER,
     Mode,
@@ -233,6 +234,7 @@ class BPOTrainer(GRPOTrainer):
                 x["prompt"] = with_prefix(x["prompt"], prefix)
             x["forced_mode"] = mode.value
             x["forced_prefix"] = prefix
+            x["completions_parsed"] = self._completions_parsed()
             if "prompt_id" not in x:
                 x["prompt_id"] = str(abs(hash(str(inputs[i]["prompt"]))))
             forced.append(x)
@@ -240,6 +242,11 @@ class BPOTrainer(GRPOTrainer):
         self._set_forced_token_logps(output)
         self._finish_records(output, G)
         return output
+
+    def _completions_parsed(self) -> bool:
+        """Does TRL hand rewards messages parsed by a response template (reasoning_content + content)?"""
+        tok = self._tokenizer
+        return getattr(tok, "response_template", None) is not None or getattr(tok, "response_schema", None) is not None
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         if num_generations == self._group_size():
@@ -325,9 +332,8 @@ class BPOTrainer(GRPOTrainer):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         local = []
         for x, c, ids in zip(inputs, completions, completion_ids_list):
-            text = c[0]["content"] if isinstance(c, list) else c
-            if isinstance(text, list):  # content blocks
-                text = "".join(b.get("text", "") for b in text if isinstance(b, dict))
+            prefix = x.get("forced_prefix", "")  # the completion as text, rebuilt from parsed messages if need be
+            text = assistant_turn(c, prefix, self.prefixes, x.get("completions_parsed"))[len(prefix):]
             ids = list(ids)
             local.append((str(x.get("prompt_id")), x.get("forced_mode", "auto"), x.get("forced_prefix", ""), text,
                           len(ids), not (ids and ids[-1] in self._eos_ids)))
