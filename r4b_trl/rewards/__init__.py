@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 KINDS = ("auto", "math", "choice", "exact")
 #: Wall-clock budget (seconds) of one check (reference + answer), enforced by killing the worker process.
-TIMEOUT_S = float(os.environ.get("R4B_REWARD_TIMEOUT_S", "1.5"))
+TIMEOUT_S = float(os.environ.get("R4B_REWARD_TIMEOUT_S", "1.0"))
 #: Worker processes (checks of a batch run in parallel). 0: check in the calling process, with no time bound.
 WORKERS = int(os.environ.get("R4B_REWARD_WORKERS", str(min(4, os.cpu_count() or 1))))
 
@@ -50,7 +50,7 @@ def _warn_once(key: str, msg: str, *args) -> None:
         logger.warning(msg, *args)
 
 
-def pool() -> WorkerPool | None:
+def get_pool() -> WorkerPool | None:
     """The process pool (started on first use), or None when checks run in-process."""
     global _pool
     with _pool_lock:
@@ -73,7 +73,7 @@ def _kind(kind: str | None) -> str:
 def verify_many(items: list[tuple[str, str, str]]) -> list[bool | None]:
     """:func:`verify` for many ``(answer_text, solution, kind)`` at once (spread over the worker processes)."""
     requests = [[_as_text(a), _as_text(s), _kind(k)] for a, s, k in items]
-    p = pool()
+    p = get_pool()
     if p is not None:
         try:
             raw = p.run(requests, TIMEOUT_S)

@@ -18,7 +18,9 @@ except ImportError:  # imported as a top-level module by the worker script
     import answer as A  # type: ignore[no-redef]
 
 #: Expressions whose evaluation would build a number with more digits than this count as unparseable.
-MAX_DIGITS = 100_000
+MAX_DIGITS = 10_000
+#: Evaluated while parsing, so rejected from the text: binomials and factorials of numbers with 7+ digits.
+_HUGE_TEXT = re.compile(r"\\[dt]?binom\s*\{?\s*\d{7}|\\choose\s*\d{7}|\d{7,}\s*\}?\s*\)?\s*!")
 
 _GOLD_LETTER = re.compile(r"\(?\s*([A-J])\s*\)?\.?")
 _WORDS = re.compile(r"[A-Za-z]+(?:[\s'-]+[A-Za-z]+)*\.?")
@@ -46,9 +48,16 @@ def _log10_bound(e) -> float:
     if e.is_Rational:
         return sum(sign * (math.log10(n) if n.bit_length() < 1000 else n.bit_length() * 0.302)
                    for sign, n in ((1, max(abs(int(e.p)), 1)), (-1, int(e.q))))
+    if e.is_Pow and e.args[0].is_Add and e.args[0].free_symbols and e.args[1].is_Number and abs(e.args[1]) > 100:
+        return float("inf")  # (x+1)^{1000}: expanding it takes seconds
     args = [_log10_bound(a) for a in e.args]
     if e.is_Pow:
         return 10 ** min(args[1], 300.0) * max(abs(args[0]), 0.302)
+    if e.func.__name__ == "exp":  # e^x has about 0.43·x digits
+        return 10 ** min(args[0], 300.0) * 0.4343
+    if e.func.__name__ in ("Product", "Sum") and len(e.args) > 1:  # a product of n terms: n! at worst
+        terms = sum(10 ** min(max(_log10_bound(b) for b in lim.args[1:]), 300.0) for lim in e.args[1:])
+        return terms * max(args[0], 1.0) if e.func.__name__ == "Product" else max(args[0], 1.0) + math.log10(terms)
     if e.func.__name__ in ("factorial", "factorial2", "subfactorial", "gamma", "binomial"):
         n = 10 ** min(args[0], 300.0)
         return n * max(args[0], 0.302)
@@ -58,15 +67,16 @@ def _log10_bound(e) -> float:
 
 
 def _too_big(expr) -> bool:
-    """Would evaluating ``expr`` build an integer of more than ``MAX_DIGITS`` digits (``10^{10^{10}}``)? Such a
+    """Would evaluating ``expr`` build an integer of more than ``MAX_DIGITS`` digits (``10^{10^{10}}``,
+    ``\\prod_{k=1}^{10^{10}} k``, ``e^{e^{e^{e^{e}}}}``), or expand a polynomial to a power above 100? Such a
     value is rejected at once instead of running into the time bound."""
     import sympy
 
     if not isinstance(expr, sympy.Basic):
         return False
     try:
-        return any(not node.free_symbols and _log10_bound(node) > MAX_DIGITS
-                   for node in sympy.preorder_traversal(expr) if node.args and not node.is_Rational)
+        return any(_log10_bound(node) > MAX_DIGITS for node in sympy.preorder_traversal(expr)
+                   if node.args and not node.is_Rational and (not node.free_symbols or node.is_Pow))
     except (RecursionError, TypeError, ValueError, OverflowError):
         return True
 
@@ -84,7 +94,7 @@ def math_value(parts: tuple[str, ...], bare: bool = False) -> list | None:
     values = []
     for part in parts:
         expr = A._DOLLAR.sub(" ", A.prepare_expression(part, bare=bare))
-        if not expr or len(expr) > A.MAX_EXPR_CHARS:
+        if not expr or len(expr) > A.MAX_EXPR_CHARS or _HUGE_TEXT.search(expr):
             return None
         parsed = _mv_parse("\\boxed{" + expr + "}")
         if parsed is None:
@@ -127,10 +137,13 @@ def prepare_gold(solution: str, kind: str) -> tuple[str, Any] | None:
             letters = {A.letter_of(solution, whole=True)}
         return ("choice", letters.pop()) if len(letters) == 1 and None not in letters else None
     if kind == "exact":
+        if found is None and A.boxes(solution):
+            return None  # an empty or unclosed box
         norm = _norm(", ".join(found.parts) if found else solution)
         return ("exact", norm) if norm else None
+    raw = A.normalize_text(solution)[-A.MAX_PROSE_CHARS:]
     readings = [math_value(found.parts, _bare(found)) if found else None,
-                _mv_parse(A.normalize_text(solution)[-A.MAX_PROSE_CHARS:])]
+                None if _HUGE_TEXT.search(raw) else _mv_parse(raw)]
     readings = [r for r in readings if r and not all(isinstance(p, str) for p in r)]
     readings = [r for i, r in enumerate(readings) if str(r[0]) not in {str(x[0]) for x in readings[:i]}]
     if not readings:
