@@ -16,10 +16,9 @@ LATEX = ["\\frac{", "}", "{", "^", "_", "\\sqrt{", "$", "$$", "\\(", "\\)", "\\[
          "\\text{", "\\cdot", "=", "+", "-", "\\pi", "e^{", "\\times", ",", "(", ")", "[", "]", "\\infty", "x", "y",
          "\\in", "\\le", "&", "\\\\", "\\begin{pmatrix}", "\\end{pmatrix}", "%", "!", "/", ".", " "]
 TAGS = ["<think>", "<tool_call>", "</tool_call>", "<|im_end|>", "<br>", "**", "##", "\n", "\n\n", "```"]
-#: Words around the gold; no closing statement ("so 2", "x = 2" and "answer: 2" end a text with one answer).
+#: Words around the gold; no closing statement ("so 2", "x = 2" and "answer: 2" would end a text with one answer).
 WORDS = ["maybe", "or", "and", "not", "between", "perhaps", "either", "we", "get", "then", "total", "is",
          "the", "value", "approximately", "about", "it", "cats", "hmm", "wait", "check"]
-CLOSING = ["so", "x =", "y =", "Answer:", "The answer is", "thus"]
 HUGE = [r"\prod_{k=1}^{10^{10}} k", r"e^{e^{e^{e^{e}}}}", r"9^{9^{9^{9}}}", r"10^{10^{10}}", r"(10^{9})!",
         r"\binom{1000000000}{500000000}", r"(x+1)^{1000}", "{" * 400, "(" * 2000, r"\sqrt{" * 200,
         r"\sum_{n=1}^{\infty} \frac{1}{n^{2}}", r"\int_0^{\infty} e^{-x^2} dx", "9" * 5000, r"2^{2^{2^{2^{2}}}}"]
@@ -65,8 +64,6 @@ def adversarial(n: int, seed: int = 0) -> list[tuple[str, str]]:
     base = gold_strings(n, seed)
     out = []
     for text, gold in base:
-        if rng.random() < 0.1:
-            text = text + " " + rng.choice(CLOSING) + " " + rng.choice(GOLDS)
         r = rng.random()
         if r < 0.25:
             text = rng.choice([r"\boxed{%s}", "$%s$", "The answer is %s", "%s", r"\boxed{\boxed{%s}}"]) % rng.choice(HUGE)

@@ -53,6 +53,8 @@ def _log10_bound(e) -> float:
     args = [_log10_bound(a) for a in e.args]
     if e.is_Pow:
         return 10 ** min(args[1], 300.0) * max(abs(args[0]), 0.302)
+    if e.func.__name__ in ("Integral", "Sum", "Product") and any(b.has(sympy_oo()) for lim in e.args[1:] for b in lim.args[1:]):
+        return float("inf")  # an improper integral or infinite series left for sympy: seconds to minutes
     if e.func.__name__ == "exp":  # e^x has about 0.43·x digits
         return 10 ** min(args[0], 300.0) * 0.4343
     if e.func.__name__ in ("Product", "Sum") and len(e.args) > 1:  # a product of n terms: n! at worst
@@ -66,10 +68,16 @@ def _log10_bound(e) -> float:
     return max(args, default=1.0) + 1.0
 
 
+def sympy_oo():
+    import sympy
+
+    return sympy.oo
+
+
 def _too_big(expr) -> bool:
     """Would evaluating ``expr`` build an integer of more than ``MAX_DIGITS`` digits (``10^{10^{10}}``,
-    ``\\prod_{k=1}^{10^{10}} k``, ``e^{e^{e^{e^{e}}}}``), or expand a polynomial to a power above 100? Such a
-    value is rejected at once instead of running into the time bound."""
+    ``\\prod_{k=1}^{10^{10}} k``, ``e^{e^{e^{e^{e}}}}``), expand a polynomial to a power above 100, or evaluate an
+    improper integral or an infinite series? Such a value is rejected at once instead of running into the time bound."""
     import sympy
 
     if not isinstance(expr, sympy.Basic):
@@ -142,8 +150,9 @@ def prepare_gold(solution: str, kind: str) -> tuple[str, Any] | None:
         norm = _norm(", ".join(found.parts) if found else solution)
         return ("exact", norm) if norm else None
     raw = A.normalize_text(solution)[-A.MAX_PROSE_CHARS:]
-    readings = [math_value(found.parts, _bare(found)) if found else None,
-                None if _HUGE_TEXT.search(raw) else _mv_parse(raw)]
+    readings = [math_value(found.parts, _bare(found)) if found else None]
+    if not readings[0] or found.source != "whole":  # math-verify's own reading of a text that is not one value
+        readings.append(None if _HUGE_TEXT.search(raw) else _mv_parse(raw))
     readings = [r for r in readings if r and not all(isinstance(p, str) for p in r)]
     readings = [r for i, r in enumerate(readings) if str(r[0]) not in {str(x[0]) for x in readings[:i]}]
     if not readings:
@@ -174,6 +183,20 @@ def matches(gold: tuple[str, Any], answer_text: str) -> bool:
         return True
     pred = math_value(found.parts, _bare(found))
     return bool(pred) and any(math_verify.verify(gold_value, pred, timeout_seconds=None) for gold_value in readings)
+
+
+WARM_UP = [("\\boxed{\\frac{1}{2}}", "0.5"), ("\\boxed{2\\sqrt{3}}", "\\sqrt{12}"), ("\\boxed{(1, 2)}", "(1,2)"),
+           ("\\boxed{x^2+2x+1}", "(x+1)^2"), ("\\boxed{[0, 1)}", "[0,1)"), ("\\boxed{\\{1, 2\\}}", "1, 2"),
+           ("\\boxed{x = 5}", "5"), ("\\boxed{\\dfrac{\\pi}{4}}", "\\frac{\\pi}{4}"), ("\\boxed{10\\%}", "0.1"),
+           ("\\boxed{\\text{B}}", "B"), ("\\boxed{\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}}", "(1, 2)"),
+           ("The answer is $-3$.", "-3"), ("\\boxed{e^{2}}", "e^2"), ("\\boxed{\\log_2 8}", "3"),
+           ("\\boxed{\\int_0^{1} x^2 dx}", "1/3"), ("\\boxed{\\sum_{k=1}^{n} k}", "n(n+1)/2")]
+
+
+def warm_up() -> None:
+    """Parse typical answers once: the LaTeX parser's caches then serve every worker forked afterwards."""
+    for answer, gold in WARM_UP:
+        verify_text(answer, gold, "auto")
 
 
 def verify_text(answer_text: str, solution: str, kind: str, on_gold=None) -> bool | None:
