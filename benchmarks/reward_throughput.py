@@ -108,16 +108,18 @@ def main(argv=None) -> dict:
     try:
         rewards.accuracy_reward(["\\boxed{1}"], ["1"])  # start the worker pool
         comps, sols, prefixes, kinds = rollouts(args.rollouts, args.seed)
+        pool = rewards.get_pool()
+        kills0 = pool.kills if pool else 0
         start = time.monotonic()
         scores = rewards.accuracy_reward(comps, sols, forced_prefix=prefixes, answer_kind=kinds)
         elapsed = time.monotonic() - start
         res = {"rollouts": len(comps), "rollout_seconds": round(elapsed, 3),
-               "completions_per_s": round(len(comps) / elapsed, 1),
-               "rollout_mean_reward": round(statistics.mean(s or 0.0 for s in scores), 3)}
+               "completions_per_s": round(len(comps) / elapsed, 1), "workers": rewards.WORKERS,
+               "rollout_mean_reward": round(statistics.mean(s or 0.0 for s in scores), 4),
+               "rollout_killed": (pool.kills - kills0) if pool else None}
         print(f"realistic rollouts: {len(comps)} in {elapsed:.2f} s = {len(comps) / elapsed:.0f} completions/s "
-              f"(mean reward {res['rollout_mean_reward']}, {rewards.WORKERS} workers)", flush=True)
-
-        pool = rewards.get_pool()
+              f"(mean reward {res['rollout_mean_reward']}, {rewards.WORKERS} workers, "
+              f"{res['rollout_killed']} checks killed at the deadline)", flush=True)
         kills0 = pool.kills if pool else 0
         times, hits = [], 0
         for text, gold in adversarial(args.fuzz, args.seed):

@@ -155,6 +155,9 @@ ADVERSARIAL = [  # (answer, gold, kind, expected) — a policy must not be paid 
     ("\u2603 1 \u2211 \ud83d\ude00", "1", "math", False),
     ("}{1$^ \\frac 1 <br> 1", "1", "math", False),
     (r"\boxed{1} \boxed{\sqrt{}", "1", "math", False),  # a box that never closes
+    (r"\boxed{\boxed{\le 8 $7$ !}}", "7", "math", False),  # boxes in a box, junk in it
+    ("17 7 7 7", "7", "math", False),  # numbers side by side are not one value
+    (r"11 0 \pi", "0", "math", False),
     # prose with numbers
     ("There are 3 apples and 2 oranges, so 5 fruits in all and 7 plates.", "5", "math", False),
     ("We need 12 eggs for 3 cakes.", "12", "math", False),
@@ -461,6 +464,10 @@ def test_bounded_in_a_worker_thread_and_later_calls_are_right(monkeypatch):
 
 FAKE_CHECK = """
 import re
+
+
+def warm_up():
+    pass
 
 
 def verify_text(answer, solution, kind, on_gold=None):

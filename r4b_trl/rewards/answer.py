@@ -188,6 +188,10 @@ def is_expression(s: str) -> bool:
     if not well_formed(s) or not re.match(r"[\w(\[{\\|.+-]", s.lstrip()) or _DANGLING.search(s):
         return False
     core = _letters(split_units(s, units_only=True))
+    spaced = _CMD_RE.sub("#", _WRAP_RE.sub(r" \1 ", _ENV_RE.sub("#", split_units(s, units_only=True))))
+    spaced = _MIXED.sub("M", _NUM_SPACES.sub(lambda m: m.group().replace(" ", ""), spaced))
+    if re.search(r"\d\s+\d", spaced):
+        return False  # "11 0", "17 7 7": numbers side by side are not one value
     for w in _WORD_RE.findall(core):
         w = w.lower()
         if (w in _STOP and w not in _SETS) or (len(w) > 3 and w not in _FUNCS):
@@ -197,7 +201,7 @@ def is_expression(s: str) -> bool:
 
 _NUM_SPACES = re.compile(r"-?\d{1,3}(?: \d{3})+(?:\.\d+)?")
 _DEC_COMMA = re.compile(r"(-?\d+),(\d{1,2}|\d{4,})")
-_MIXED = re.compile(r"(-?)(\d+)\s+(\d+)\s*/\s*(\d+)")
+_MIXED = re.compile(r"(-?)(\d+)\s+(\d+)\s*/\s*(\d+)")  # 2 1/2
 
 
 def prepare_expression(s: str, bare: bool = False) -> str:
@@ -383,8 +387,11 @@ def final_answer(answer_text: str, kind: str = "math") -> Answer | None:
         if stmt is not None and stmt[1] is not None and stmt[0] >= found[-1][1]:
             return Answer((stmt[1],), "statement")
         parts = tuple(c for _, _, c in found)
-        if not all(parts) or (kind == "math" and not all(well_formed(p, boxed=True) for p in parts)):
-            return None  # a box never closed, an empty one, or junk in one: no answer
+        if not all(parts) or any(_BOX_RE.search(p) for p in parts):
+            return None  # a box never closed, an empty one, or boxes in a box: no answer
+        if kind == "math" and not all(well_formed(p, boxed=True) and not _DANGLING.search(_DOLLAR.sub(" ", p))
+                                      for p in parts):
+            return None  # junk in a box
         return Answer(parts, "box")
     if stmt is not None:
         return None if stmt[1] is None else Answer((stmt[1],), "statement")

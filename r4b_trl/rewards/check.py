@@ -150,10 +150,11 @@ def prepare_gold(solution: str, kind: str) -> tuple[str, Any] | None:
         norm = _norm(", ".join(found.parts) if found else solution)
         return ("exact", norm) if norm else None
     raw = A.normalize_text(solution)[-A.MAX_PROSE_CHARS:]
+    usable = lambda r: bool(r) and not all(isinstance(p, str) for p in r)  # noqa: E731
     readings = [math_value(found.parts, _bare(found)) if found else None]
-    if not readings[0] or found.source != "whole":  # math-verify's own reading of a text that is not one value
+    if not usable(readings[0]) or found.source != "whole":  # math-verify's own reading of the whole text
         readings.append(None if _HUGE_TEXT.search(raw) else _mv_parse(raw))
-    readings = [r for r in readings if r and not all(isinstance(p, str) for p in r)]
+    readings = [r for r in readings if usable(r)]
     readings = [r for i, r in enumerate(readings) if str(r[0]) not in {str(x[0]) for x in readings[:i]}]
     if not readings:
         return None
