@@ -5,7 +5,9 @@
         # python -m r4b_trl.tiny_models --out .tiny_models/vision --kind vision
 
 Resumable: rerun the same command after an interruption; it skips finished work. ``--overwrite`` starts over.
-All logic lives in ``r4b_trl/data/curation.py``; see its docstring and the README section "Annealing".
+Bad config or data: one ``error:`` line, exit 2. An endpoint that gives up: its rows are recorded as failed in
+``curation_summary.json``, one ``error:`` line, exit 1; rerun to retry them. ``--debug`` shows the traceback.
+All logic lives in ``r4b_trl/data/curation/``; see its docstring and the README section "Annealing".
 """
 
 import argparse
@@ -16,10 +18,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from r4b_trl.data.curation import curate  # noqa: E402
-from r4b_trl.data.io import DataError  # noqa: E402
+from r4b_trl.errors import cli  # noqa: E402
 
 
 def main(argv=None) -> int:
+    """The command line; returns the exit status (bad input: one ``error:`` line and 2)."""
+    return cli(_run, argv)
+
+
+def _run(argv) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="YAML curation config")
     parser.add_argument("--output_dir", help="override the config's output_dir")
@@ -27,12 +34,8 @@ def main(argv=None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="discard an earlier run in output_dir and start over")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    try:
-        summary = curate(args.config, overwrite=args.overwrite, progress=not args.no_progress,
-                         output_dir=args.output_dir, limit=args.limit)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    summary = curate(args.config, overwrite=args.overwrite, progress=not args.no_progress,
+                     output_dir=args.output_dir, limit=args.limit)
     print(json.dumps({k: summary[k] for k in ("rows", "counts", "output_rows")}))
     return 0
 

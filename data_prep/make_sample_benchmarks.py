@@ -15,7 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from r4b_trl.errors import cli  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "r4b_trl" / "data" / "samples"
 
@@ -152,4 +157,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli(main))

@@ -232,6 +232,9 @@ def main(argv: Sequence[str] | None = None, stdin: IO[str] | None = None, out: I
         mode = resolve_mode(args.mode)
         prefixes = get_prefixes(args.prefix_family)
         images = _load_images(args.image)
+        from .templates import check_model_template
+
+        check_model_template(args.model, prefixes, trust_remote_code=args.trust_remote_code, stage="chat")
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -255,4 +258,6 @@ def main(argv: Sequence[str] | None = None, stdin: IO[str] | None = None, out: I
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from .errors import cli
+
+    raise SystemExit(cli(main))

@@ -103,7 +103,6 @@ def is_done(out: Path, stage: Stage) -> bool:
 def _run_in_process(stage: Stage, out: Path) -> float:
     """Run a ``{python} script.py ...`` / ``{python} -m module ...`` stage inside this interpreter (one import of
     torch/transformers/trl for the whole pipeline: the smoke variant's way to stay fast)."""
-    import contextlib
     import runpy
 
     cmd = _expand(stage.cmd, out)
@@ -123,8 +122,11 @@ def _run_in_process(stage: Stage, out: Path) -> float:
         else:
             sys.argv = argv
             run = lambda: runpy.run_path(argv[0], run_name="__main__")  # noqa: E731
-        with contextlib.suppress(SystemExit):
+        try:
             run()
+        except SystemExit as e:  # the entry points exit 0 on success, 1/2 on an error they already printed
+            if e.code not in (None, 0):
+                raise RuntimeError(f"exit status {e.code}") from None
     except Exception as e:
         raise RuntimeError(f"demo stage {stage.name!r} failed: {type(e).__name__}: {e}") from e
     finally:
@@ -265,4 +267,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from .errors import cli
+
+    raise SystemExit(cli(main))

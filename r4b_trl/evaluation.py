@@ -14,6 +14,11 @@ Outputs in ``output_dir``:
 * ``results.json`` — per benchmark → mode: accuracy (over scorable items), n, n_unscorable, think_rate, mean and
   median output tokens, truncation_rate; for ``auto`` also accuracy and tokens relative to forced thinking and the
   oracle gap; the same per group value (e.g. ``difficulty``) under ``groups``.
+* ``auto_gate.jsonl`` — for auto mode (``auto_gate: true``, the default): per item the **gate** (the probability of
+  thinking at the mode decision, normalised over the two decision tokens; ``r4b_trl.gate``) and one auto-mode
+  sample at ``sampled_temperature`` (1.0). ``results.json`` then carries, under ``auto`` and per group, ``gate``
+  (mean), ``gate_other_mass``, ``gate_note`` (exact, or why the gate is not defined for this tokenizer) and
+  ``sampled_think_rate`` / ``sampled_accuracy`` / ``sampled_mean_tokens`` next to the greedy ``think_rate``.
 * ``report.md`` — a table per benchmark; ``pareto.png`` — accuracy vs mean output tokens per mode and benchmark.
 
 Bad input fails before the model is loaded (unknown columns, empty questions/answers, unknown answer kinds,
@@ -36,6 +41,8 @@ from typing import Any, Callable, Sequence
 
 from .data.formats import QuestionColumns, row_id, validate_question_rows
 from .data.io import DataError, images_of, load_table, read_jsonl, require_columns, user_prompt, write_jsonl
+from .errors import UsageError, config_errors, handled_errors, problems, row_label, split_debug
+from .gate import AUTO_GATE_FILE, auto_gate_rows, gate_metrics
 from .modes import Mode, ModePrefixes, get_prefixes, parse_response, render_prompt, resolve_mode
 
 __all__ = [
@@ -75,7 +82,7 @@ GOLD_UNPARSEABLE = "gold_unparseable"
 VERIFIER_ERROR = "verifier_error"
 
 
-class EvalError(ValueError):
+class EvalError(UsageError):
     """A configuration that cannot be evaluated (the message says what to change)."""
 
 
@@ -172,7 +179,12 @@ class EvalConfig:
     max_new_tokens: int = field(default=8192, metadata={"help": "Generation budget per answer (paper: 8192)."})
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy (the paper's protocol)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling when temperature > 0."})
-    seed: int = field(default=0, metadata={"help": "Sampling seed (used when temperature > 0)."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed (used when temperature > 0, and for the sampled "
+                                                    "auto pass)."})
+    auto_gate: bool = field(default=True, metadata={"help": "With auto mode: also measure each item's gate "
+        "(P(thinking decision token), normalised over the two decision tokens) and one auto sample at "
+        "sampled_temperature (auto_gate.jsonl; gate and sampled_think_rate in results)."})
+    sampled_temperature: float = field(default=1.0, metadata={"help": "Temperature of the sampled auto pass."})
     limit: int | None = field(default=None, metadata={"help": "Cap on items per benchmark (on top of each "
                                                                 "benchmark's own limit)."})
     output_dir: str = field(default="eval_output", metadata={"help": "Where the outputs go."})
@@ -254,7 +266,7 @@ class EvalItem:
 
     def load_images(self, benchmark: str) -> list:
         return images_of(self.row, self.image_column, self.image_base_dir,
-                         where=f"benchmark {benchmark!r}, item {self.item_id!r} (row {self.index})")
+                         where=f"benchmark {benchmark!r}, item {self.item_id!r} ({row_label(self.index)})")
 
     def messages(self, num_images: int) -> list[dict]:
         return user_prompt(self.question, num_images, self.system_prompt)
@@ -334,23 +346,24 @@ def prepare_benchmark(spec: BenchmarkSpec, global_limit: int | None = None) -> P
     seen: dict[str, int] = {}
     errors: list[str] = []
     for i, row in enumerate(ds):
-        where = f"{source}: row {i}"
         iid = row_id(row, i, cols)
+        label = row_label(i, iid if spec.id_column else None)
+        where = f"{source}: {label}"
         if iid in seen:
-            errors.append(f"row {i}: id {iid!r} (column {spec.id_column!r}) repeats row {seen[iid]}")
+            errors.append(f"{label}: its id (column {spec.id_column!r}) repeats {row_label(seen[iid])}")
         seen[iid] = i
         kind = spec.kind
         if spec.kind_column and row.get(spec.kind_column) not in (None, ""):
             kind = str(row[spec.kind_column]).strip().lower()
             if kind not in VALID_KINDS:
-                errors.append(f"row {i}: the kind column {spec.kind_column!r} has {row[spec.kind_column]!r}, not one "
+                errors.append(f"{label}: the kind column {spec.kind_column!r} has {row[spec.kind_column]!r}, not one "
                               f"of {list(VALID_KINDS)}")
         question = str(row[spec.question_column])
         if spec.question_template:
             try:
                 question = spec.question_template.format_map({k: ("" if v is None else v) for k, v in row.items()})
             except (KeyError, IndexError, ValueError) as e:
-                errors.append(f"row {i}: question_template {spec.question_template!r} cannot be filled "
+                errors.append(f"{label}: question_template {spec.question_template!r} cannot be filled "
                               f"({type(e).__name__}: {e}); columns: {sorted(row)}")
         try:
             gold = _gold_of(row[spec.answer_column], where + f", column {spec.answer_column!r}")
@@ -369,7 +382,7 @@ def prepare_benchmark(spec: BenchmarkSpec, global_limit: int | None = None) -> P
         if len(errors) >= 5:
             break
     if errors:
-        raise DataError(f"{source}: " + "; ".join(errors) + ". Fix or drop these rows.")
+        raise DataError(problems(source, errors, "Fix or drop these rows."))
     return PreparedBenchmark(spec, items)
 
 
@@ -447,16 +460,19 @@ def _check_tags_survive_decoding(processing_class, prefixes: ModePrefixes) -> No
 
 def load_backend(config: EvalConfig):
     """``(backend, processing_class, is_vision)`` for the configured model."""
-    from .models import is_vision_config, load_config, load_processing_class
+    from .models import check_model_path, is_vision_config, load_config, load_processing_class
 
-    if str(config.model).startswith((".", "/")) and not Path(config.model).exists():
-        hint = ""
-        if ".tiny_models" in str(config.model):
-            kind = "vision" if "vision" in str(config.model) else "text"
-            hint = f" Build it with: python -m r4b_trl.tiny_models --out {config.model} --kind {kind}"
-        raise EvalError(f"model path {config.model!r} does not exist.{hint}")
+    check_model_path(config.model, "model")
     mcfg = load_config(config.model, config.trust_remote_code, config.revision)
     vision = is_vision_config(mcfg)
+    from .modes import ModeError
+    from .templates import check_template
+
+    pc = load_processing_class(config.model, config.trust_remote_code, config.revision, vision=vision)
+    try:
+        check_template(pc, config.resolved_prefixes(), stage="evaluate")  # before any weights load
+    except ModeError as err:
+        raise EvalError(str(err)) from err
     if config.backend == "vllm":
         from .generation import VLLMBackend
 
@@ -464,7 +480,6 @@ def load_backend(config: EvalConfig):
                               gpu_memory_utilization=config.vllm_gpu_memory_utilization,
                               tensor_parallel_size=config.vllm_tensor_parallel_size,
                               max_model_len=config.vllm_max_model_len, adapter=config.adapter, seed=config.seed)
-        pc = load_processing_class(config.model, config.trust_remote_code, config.revision, vision=vision)
         return backend, pc, vision
     import torch
 
@@ -505,7 +520,7 @@ def evaluate(config: EvalConfig, backend=None, processing_class=None, verifier: 
     out.mkdir(parents=True, exist_ok=True)
     gen_path = out / GENERATIONS_FILE
     if config.overwrite:
-        for name in (GENERATIONS_FILE, STATE_FILE):
+        for name in (GENERATIONS_FILE, STATE_FILE, AUTO_GATE_FILE):
             (out / name).unlink(missing_ok=True)
     _check_state(out, config, [b.spec for b in benches])
 
@@ -515,8 +530,9 @@ def evaluate(config: EvalConfig, backend=None, processing_class=None, verifier: 
     n_todo = sum(len(v) for v in todo.values())
     n_total = sum(len(b.items) for b in benches) * len(modes)
     _log(f"{n_total - n_todo}/{n_total} generations already in {gen_path}; {n_todo} to go.")
+    gate_todo = _gate_todo(config, benches, modes)
 
-    if n_todo:
+    if n_todo or any(gate_todo.values()):
         if backend is None:
             backend, processing_class, is_vision = load_backend(config)
         elif processing_class is None:
@@ -542,7 +558,37 @@ def evaluate(config: EvalConfig, backend=None, processing_class=None, verifier: 
                     write_jsonl(gen_path, rows, append=True)
                     _log(f"{bench.name} / {mode.value}: {start + len(chunk)}/{len(pending)} "
                          f"({time.time() - t0:.1f}s)")
+        _run_gate_pass(config, benches, gate_todo, backend, processing_class, prefixes, verify)
     return finalize(config, benches, modes)
+
+
+def _gate_todo(config: EvalConfig, benches: Sequence[PreparedBenchmark], modes: Sequence[Mode]) -> dict:
+    if not config.auto_gate or Mode.AUTO not in modes:
+        return {}
+    done = {(r["benchmark"], str(r["item_id"])) for r in read_jsonl(Path(config.output_dir) / AUTO_GATE_FILE)}
+    return {b.name: [it for it in b.items if (b.name, it.item_id) not in done] for b in benches}
+
+
+def _run_gate_pass(config: EvalConfig, benches, gate_todo: dict, backend, processing_class, prefixes,
+                   verify: Callable) -> None:
+    """The auto-mode gate and one sampled auto answer per item (``r4b_trl.gate``), appended to auto_gate.jsonl."""
+    def score(item, answer):
+        if item.gold_error:
+            return None, f"{GOLD_UNPARSEABLE}: {item.gold_error}"
+        return score_answer(answer, item.gold, item.kind, verify)
+
+    path = Path(config.output_dir) / AUTO_GATE_FILE
+    for bench in benches:
+        pending = gate_todo.get(bench.name) or []
+        for start in range(0, len(pending), config.batch_size):
+            chunk = pending[start:start + config.batch_size]
+            t0 = time.time()
+            rows = auto_gate_rows(bench.name, chunk, backend, processing_class, prefixes, score,
+                                  max_new_tokens=config.max_new_tokens, temperature=config.sampled_temperature,
+                                  seed=config.seed + start, batch_size=config.batch_size)
+            write_jsonl(path, rows, append=True)
+            _log(f"{bench.name} / auto gate + T={config.sampled_temperature} sample: "
+                 f"{start + len(chunk)}/{len(pending)} ({time.time() - t0:.1f}s)")
 
 
 def _run_batch(bench: str, mode: Mode, chunk: Sequence[EvalItem], backend, processing_class,
@@ -660,8 +706,12 @@ def _metrics_for(rows_by_mode: dict[str, list[dict]]) -> dict[str, dict]:
 
 
 def compute_results(rows: Sequence[dict], benches: Sequence[PreparedBenchmark], modes: Sequence[Mode],
-                    config: EvalConfig | None = None) -> dict:
-    """``results.json`` from generation rows, restricted to the configured benchmarks, modes and items."""
+                    config: EvalConfig | None = None, gate_rows: Sequence[dict] | None = None) -> dict:
+    """``results.json`` from generation rows (and auto-gate rows), restricted to the configured benchmarks, modes
+    and items."""
+    gates: dict[tuple, dict] = {}
+    for r in gate_rows or []:
+        gates.setdefault((r["benchmark"], str(r["item_id"])), r)
     index: dict[tuple, dict] = {}
     for r in rows:
         index.setdefault((r["benchmark"], r["mode"], str(r["item_id"])), r)  # first copy wins
@@ -680,10 +730,15 @@ def compute_results(rows: Sequence[dict], benches: Sequence[PreparedBenchmark], 
             missing += sum(r is None for r in rs)
             by_mode[m.value] = [r for r in rs if r is not None]
         bench_res = _metrics_for(by_mode)
+        b_gates = [gates[(b.name, it.item_id)] for it in b.items if (b.name, it.item_id) in gates]
+        if b_gates and "auto" in bench_res:
+            bench_res["auto"].update(gate_metrics(b_gates))
         if b.spec.group_column:
             groups = sorted({it.group for it in b.items}, key=str)
             for g in groups:
                 sub = _metrics_for({m: [r for r in rs if r["group"] == g] for m, rs in by_mode.items()})
+                if b_gates and "auto" in sub:
+                    sub["auto"].update(gate_metrics([r for r in b_gates if r["group"] == g]))
                 for m, met in sub.items():
                     bench_res[m].setdefault("groups", {})[g] = met
         results["benchmarks"][b.name] = bench_res
@@ -695,7 +750,8 @@ def compute_results(rows: Sequence[dict], benches: Sequence[PreparedBenchmark], 
 
 def finalize(config: EvalConfig, benches: Sequence[PreparedBenchmark], modes: Sequence[Mode]) -> dict:
     out = Path(config.output_dir)
-    results = compute_results(read_jsonl(out / GENERATIONS_FILE), benches, modes, config)
+    results = compute_results(read_jsonl(out / GENERATIONS_FILE), benches, modes, config,
+                              read_jsonl(out / AUTO_GATE_FILE) if config.auto_gate else None)
     (out / RESULTS_FILE).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     (out / REPORT_FILE).write_text(render_report(results))
     plot_pareto(results, out / PARETO_FILE)
@@ -750,6 +806,21 @@ def group_table(bench_results: dict[str, dict]) -> str | None:
     return "\n".join(lines)
 
 
+def gate_table(bench_results: dict[str, dict]) -> str | None:
+    """Auto mode's gate next to its greedy and sampled think-rates, overall and per group (None without a gate
+    pass)."""
+    auto = bench_results.get("auto") or {}
+    if "sampled_think_rate" not in auto:
+        return None
+    lines = ["| group | n | gate (mean P(think) at the decision) | mass on neither token | greedy think % "
+             "| sampled think % | sampled acc % |", "|---|---|---|---|---|---|---|"]
+    for label, m in [("all", auto)] + sorted((auto.get("groups") or {}).items(), key=lambda kv: str(kv[0])):
+        lines.append(f"| {label} | {m.get('gate_n', 0)} | {fmt_num(m.get('gate'), 3)} "
+                     f"| {fmt_num(m.get('gate_other_mass'), 3)} | {fmt_pct(m.get('think_rate'))} "
+                     f"| {fmt_pct(m.get('sampled_think_rate'))} | {fmt_pct(m.get('sampled_accuracy'))} |")
+    return "\n".join(lines)
+
+
 def render_report(results: dict) -> str:
     lines = ["# Auto-thinking evaluation", ""]
     if results.get("model"):
@@ -770,6 +841,11 @@ def render_report(results: dict) -> str:
         gt = group_table(bench)
         if gt:
             lines += [f"By {info.get('group_column') or 'group'}:", "", gt, ""]
+        gate = gate_table(bench)
+        if gate:
+            a = bench["auto"]
+            lines += [f"Auto-mode gate (`r4b_trl.gate`: {a.get('gate_note') or 'not measured'}) and one auto sample "
+                      f"per item at temperature {a.get('sampled_temperature')}:", "", gate, ""]
         reasons = Counter()
         for m in bench.values():
             reasons.update(m.get("unscorable_reasons", {}))
@@ -781,36 +857,48 @@ def render_report(results: dict) -> str:
 
 
 def plot_pareto(results: dict, path: str | Path) -> Path:
-    """Accuracy (%) against mean output tokens: one point per mode per benchmark, modes of a benchmark joined."""
+    """Accuracy (%) against mean output tokens: one panel per benchmark, one labelled point per mode (auto's label
+    carries its gate when measured), the modes of a benchmark joined by a line."""
+    import math
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     markers = {"auto": "o", "thinking": "^", "non_thinking": "s"}
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    plotted = 0
-    for k, (name, bench) in enumerate(results["benchmarks"].items()):
-        color = f"C{k % 10}"
+    offsets = {"auto": ((7, 6), "left"), "thinking": ((-7, -13), "right"), "non_thinking": ((7, -13), "left")}
+    benches = []
+    for name, bench in results["benchmarks"].items():
         pts = [(m, bench[m]["mean_tokens"], bench[m]["accuracy"]) for m in MODE_ORDER
                if m in bench and bench[m]["mean_tokens"] is not None and bench[m]["accuracy"] is not None]
+        benches.append((name, bench, pts))
+    cols = max(1, min(3, len(benches)))
+    rows = max(1, math.ceil(len(benches) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.8 * rows), dpi=110, squeeze=False)
+    for ax in axes.flat[len(benches):]:
+        ax.axis("off")
+    for ax, (name, bench, pts) in zip(axes.flat, benches):
         if not pts:
-            continue
+            ax.text(0.5, 0.5, "no scorable results", ha="center", va="center", transform=ax.transAxes, fontsize=11)
         line = sorted(pts, key=lambda p: p[1])
-        ax.plot([p[1] for p in line], [100 * p[2] for p in line], color=color, alpha=0.4, lw=1)
+        ax.plot([p[1] for p in line], [100 * p[2] for p in line], color="#888888", lw=1, zorder=1)
         for m, x, y in pts:
-            ax.scatter([x], [100 * y], color=color, marker=markers[m], s=50, zorder=3,
-                       label=name if m == pts[0][0] else None)
-            ax.annotate(m, (x, 100 * y), textcoords="offset points", xytext=(5, 4), fontsize=7)
-            plotted += 1
-    ax.set_xlabel("mean output tokens")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title("Accuracy vs tokens per mode (o auto, ^ thinking, s non_thinking)", fontsize=9)
-    ax.grid(alpha=0.3)
-    if plotted:
-        ax.legend(fontsize=7, loc="best")
-    else:
-        ax.text(0.5, 0.5, "no scorable results", ha="center", va="center", transform=ax.transAxes)
+            ax.scatter([x], [100 * y], marker=markers[m], s=70, color="#2471a3" if m == "auto" else "#555555",
+                       zorder=3)
+            label = m
+            if m == "auto" and bench[m].get("gate") is not None:
+                label += f" (gate {bench[m]['gate']:.2f})"
+            (dx, dy), ha = offsets[m]
+            ax.annotate(label, (x, 100 * y), textcoords="offset points", xytext=(dx, dy), ha=ha, fontsize=10)
+        ax.set_title(name, fontsize=11)
+        ax.set_xlabel("mean output tokens", fontsize=10)
+        ax.set_ylabel("accuracy (%)", fontsize=10)
+        ax.set_ylim(-8, 112)
+        ax.set_xlim(left=0, right=max([p[1] for p in pts] + [1]) * 1.35)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=9)
+    fig.suptitle("Accuracy vs output tokens, per mode", fontsize=12)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
@@ -839,6 +927,9 @@ def summary_lines(results: dict) -> list[str]:
             extra = ""
             if mode == "auto" and m.get("oracle_gap") is not None:
                 extra = f"  oracle gap {fmt_pct(m['oracle_gap'])}%"
+            if mode == "auto" and "sampled_think_rate" in m:
+                extra += (f"  gate {fmt_num(m.get('gate'), 3)}  sampled (T={m.get('sampled_temperature')}) think "
+                          f"{fmt_pct(m['sampled_think_rate'])}%")
             lines.append(f"{name:>20} {mode:>12}: acc {fmt_pct(m['accuracy'])}% (n={m['n_scored']}, "
                          f"unscorable {m['n_unscorable']})  think {fmt_pct(m['think_rate'])}%  "
                          f"tokens {fmt_num(m['mean_tokens'])}  truncated {fmt_pct(m['truncation_rate'])}%{extra}")
@@ -846,12 +937,11 @@ def summary_lines(results: dict) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    try:
-        config = parse_config(argv)
+    argv, debug = split_debug(argv)
+    with handled_errors(debug):  # bad input: one "error:" line, exit 2 (--debug: the traceback)
+        with config_errors():
+            config = parse_config(argv)
         results = evaluate(config)
-    except (EvalError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2)
     print("\n".join(summary_lines(results)))
     print(f"outputs: {Path(config.output_dir).resolve()}")
     return results

@@ -189,31 +189,61 @@ class ChatPrompt:
 
     ``messages`` hold ``{"type": "image"}`` blocks where the row's images go; ``chat_template_kwargs`` switch the
     server's chat template into the mode (``thinking_mode`` for R-4B-style templates, ``enable_thinking`` for
-    Qwen3-style ones); ``prefill`` is an assistant pre-fill the server continues (``continue_final_message``) for
-    templates that know nothing of thinking; ``prefix`` is the mode's pre-fill, stripped from what comes back so
-    that, as with rendered prompts, a :class:`Generation` holds only what follows the pre-fill.
+    Qwen3-style ones); ``prefill`` is an assistant pre-fill the server continues (``continue_final_message``);
+    ``chat_template`` (rare) is a template sent with the request, for modes the served template cannot reach
+    with its kwargs (vLLM needs ``--trust-request-chat-template`` for it, or serve the model with its r4b-trl
+    adapted template: ``r4b_trl.templates.inference_template``); ``prefix`` is the mode's pre-fill, stripped from
+    what comes back so that, as with rendered prompts, a :class:`Generation` holds only what follows the pre-fill.
     """
 
     messages: list
     chat_template_kwargs: dict
     prefix: str = ""
     prefill: str | None = None
+    chat_template: str | None = None
+
+    def render(self, processing_class) -> str:
+        """The text a server whose template is ``processing_class``'s renders for this request (as vLLM does:
+        ``apply_chat_template`` with the request's kwargs, ``continue_final_message`` for a pre-fill)."""
+        messages = list(self.messages)
+        if self.prefill is not None:
+            messages = messages + [{"role": "assistant", "content": self.prefill}]
+        return processing_class.apply_chat_template(
+            messages, tokenize=False, chat_template=self.chat_template, add_generation_prompt=self.prefill is None,
+            continue_final_message=self.prefill is not None, **self.chat_template_kwargs)
 
 
 def chat_prompt_in_mode(processing_class, messages: list[dict], mode: str | Mode,
-                        prefixes: ModePrefixes | None = None) -> ChatPrompt:
-    """The :class:`ChatPrompt` that asks a server whose chat template matches ``processing_class`` for ``mode``."""
-    from .modes import TemplateStyle, chat_template_of, template_style
+                        prefixes: ModePrefixes | None = None, **template_kwargs) -> ChatPrompt:
+    """The :class:`ChatPrompt` that makes a server whose chat template matches ``processing_class`` render exactly
+    what :func:`~r4b_trl.modes.render_prompt` renders for ``mode`` (checked here, by rendering it locally): the
+    template's own switch where it pre-fills the mode exactly; else the switch plus the rest as an assistant
+    pre-fill, where the template renders that pre-fill verbatim; else the adapted template
+    (:func:`~r4b_trl.templates.inference_template`, ``thinking_mode``) sent with the request."""
+    from .modes import ModeError
+    from .templates import SWITCH_KEYS, inference_template, mode_plan
 
     mode = resolve_mode(mode)
     p = prefixes or ModePrefixes()
-    style = template_style(chat_template_of(processing_class))
-    if style is TemplateStyle.R4B:
-        return ChatPrompt(list(messages), {"thinking_mode": mode.r4b_name}, p.prefix(mode))
-    if style is TemplateStyle.QWEN3 and mode is not Mode.AUTO:
-        # enable_thinking=False pre-fills the empty think block; True leaves the model to open it itself.
-        return ChatPrompt(list(messages), {"enable_thinking": mode is Mode.THINKING}, p.prefix(mode))
-    return ChatPrompt(list(messages), {}, p.prefix(mode), prefill=p.prefix(mode))
+    kw = {k: v for k, v in template_kwargs.items() if k not in SWITCH_KEYS}
+    want = render_prompt(processing_class, messages, mode, p, **kw)
+    plan = mode_plan(processing_class, p, **kw)[mode.value]
+    tries = []
+    if plan.how == "switch":
+        tries.append(ChatPrompt(list(messages), {**kw, **plan.kwargs}, p.prefix(mode)))
+    if plan.how == "append":
+        tries.append(ChatPrompt(list(messages), {**kw, **plan.kwargs}, p.prefix(mode), prefill=plan.rest))
+    tries.append(lambda: ChatPrompt(list(messages), {**kw, "thinking_mode": mode.r4b_name}, p.prefix(mode),
+                                    chat_template=inference_template(processing_class, p, **kw)))
+    for cp in tries:
+        try:
+            cp = cp() if callable(cp) else cp
+            if cp.render(processing_class) == want:
+                return cp
+        except Exception:  # e.g. continue_final_message finds its pre-fill rewritten by the template
+            continue
+    raise ModeError(f"No chat request renders the {mode.value} prompt exactly on this chat template; use rendered "
+                    "prompts (/v1/completions) instead.")
 
 
 def _image_data_url(image) -> str:
@@ -247,6 +277,14 @@ def _openai_messages(messages: list[dict], images: list | None) -> list[dict]:
     if used != len(images):
         raise ValueError(f"The prompt has {used} image block(s) but {len(images)} image(s) were given.")
     return out
+
+
+class EndpointError(ConnectionError, RuntimeError):
+    """An OpenAI-compatible endpoint gave up: ``status`` is the last HTTP status (None: no connection / timeout)."""
+
+    def __init__(self, message: str, url: str, status: int | None = None):
+        super().__init__(message)
+        self.url, self.status = url, status
 
 
 class OpenAIBackend:
@@ -291,7 +329,7 @@ class OpenAIBackend:
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        last = None
+        last, status = None, None
         for attempt in range(self.max_retries + 1):
             if attempt:
                 time.sleep(min(self.backoff * 2 ** (attempt - 1), 60.0))
@@ -302,13 +340,15 @@ class OpenAIBackend:
             except urllib.error.HTTPError as e:
                 detail = e.read().decode("utf-8", "replace")[:500]
                 if e.code in (408, 429) or e.code >= 500:
-                    last = f"HTTP {e.code}: {detail}"
+                    last, status = f"HTTP {e.code}: {detail}", e.code
                     continue
-                raise RuntimeError(f"{url} answered HTTP {e.code}: {detail}") from e
+                raise EndpointError(f"{url} answered HTTP {e.code}: {detail}", url, e.code) from e
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
-                last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
-        raise ConnectionError(f"{url}: no answer after {self.max_retries + 1} attempts (last error: {last}). "
-                              "Is the server up, and is base_url right?")
+                last, status = f"{type(e).__name__}: {getattr(e, 'reason', e)}", None
+        hint = ("Is the server up, and is base_url right?" if status is None else
+                f"The server is up but answers HTTP {status}: see its log.")
+        raise EndpointError(f"{url}: no answer after {self.max_retries + 1} attempts (last error: {last}). {hint}",
+                            url, status)
 
     # -- results ----------------------------------------------------------------------------------------------
     def _count(self, text: str, finished: bool, fallback: int) -> int:
@@ -349,6 +389,8 @@ class OpenAIBackend:
                 "top_p": top_p, "n": n}
         if prompt.chat_template_kwargs:
             body["chat_template_kwargs"] = dict(prompt.chat_template_kwargs)
+        if prompt.chat_template is not None:
+            body["chat_template"] = prompt.chat_template
         if prompt.prefill is not None:
             body["messages"] = messages + [{"role": "assistant", "content": prompt.prefill}]
             body.update(add_generation_prompt=False, continue_final_message=True)

@@ -20,7 +20,7 @@ from typing import Any
 from .modes import Mode, ModePrefixes, get_prefixes
 
 __all__ = ["render_model_card", "write_model_card", "card_from_training", "use_r4b_model_card",
-           "training_summary"]
+           "training_summary", "base_model_id"]
 
 STAGES = {
     "sft": ("bi-mode annealing (SFT)",
@@ -176,12 +176,17 @@ def render_model_card(model_id: str, base_model: str | None, stage: str, dataset
                       is_vision: bool = True, prefixes: ModePrefixes | dict | str | None = None,
                       results: dict | None = None, pareto_path: str | None = None,
                       training_args: dict | None = None, license: str = "apache-2.0",
-                      template_style: str | None = None, extra_tags: list[str] | None = None) -> str:
+                      template_style: str | None = None, extra_tags: list[str] | None = None,
+                      adapted_from: str | None = None) -> str:
     """The model card markdown (YAML front matter + body) of an r4b-trl auto-thinking model.
 
     ``stage`` is ``"sft"`` or ``"bpo"``; ``results`` is an evaluation's ``results.json`` dict; ``pareto_path`` is
     shown as an image (its file name: :func:`write_model_card` copies the file next to the card);
-    ``template_style`` (``r4b`` | ``qwen3`` | ``plain``, ``None`` = ``r4b``) picks the mode-switch instructions.
+    ``template_style`` (``r4b`` | ``qwen3`` | ``plain``, ``None`` = ``r4b``) picks the mode-switch instructions;
+    ``adapted_from`` (the family of the base model's template) says that the saved template is that template with
+    r4b-trl's ``thinking_mode`` switch added (``r4b_trl.templates.inference_template``).
+    ``base_model`` may be a Hub id or a local checkpoint: the card names the Hub id it stems from
+    (:func:`base_model_id`) or no base model; local paths never appear in the card.
     """
     stage = stage.lower()
     if stage not in STAGES:
@@ -190,6 +195,7 @@ def render_model_card(model_id: str, base_model: str | None, stage: str, dataset
     style = template_style or "r4b"
     if style not in ("r4b", "qwen3", "plain"):
         raise ValueError(f"template_style must be r4b, qwen3 or plain, not {template_style!r}.")
+    base_model = base_model_id(base_model)
     datasets = [dataset] if isinstance(dataset, str) else list(dataset or [])
     tags = ["r4b-trl", "auto-thinking", "trl", stage] + [t for t in (extra_tags or []) if t]
     front: dict[str, Any] = {"library_name": "transformers",
@@ -209,15 +215,21 @@ def render_model_card(model_id: str, base_model: str | None, stage: str, dataset
         "or to answer directly, and it can also be forced into either mode. Trained with "
         "r4b-trl — an open implementation of the "
         "[R-4B](https://arxiv.org/abs/2508.21113) recipe on Hugging Face TRL"
-        + (f", starting from [{base_model}](https://huggingface.co/{base_model})." if base_model and
-           _looks_like_hub_id(base_model) else (f", starting from `{base_model}`." if base_model else ".")), "",
+        + (f", starting from [{base_model}](https://huggingface.co/{base_model})." if base_model else "."), "",
         "## Modes", "",
         "| mode | R-4B name | assistant pre-fill | what the answer looks like |", "|---|---|---|---|",
         f"| auto | `auto` | `{_md(p.auto)}` | the model chooses |",
         f"| thinking | `long` | `{_md(p.thinking)}` | `{_md(p.thinking)}…reasoning…\\n{p.close_tag}\\n\\nanswer` |",
         f"| non-thinking | `short` | `{_md(p.non_thinking)}` | `{_md(p.non_thinking)}answer` |", "",
         "The final answer is what follows the last `" + p.close_tag + "`.", "",
-        "## How to run each mode", "", "### transformers", "",
+        "## How to run each mode", "",
+        *([f"The chat template saved with this model is its base model's template (`{adapted_from}`) with r4b-trl's "
+           "`thinking_mode` switch added: with `thinking_mode` = `auto` | `long` | `short` the generation prompt ends "
+           "with exactly that mode's pre-fill (`auto` included, which the original template cannot express); without "
+           "it the template renders exactly as the original, its own switches (e.g. `enable_thinking`) included. "
+           "`thinking_mode` works the same through `apply_chat_template` and vLLM's `chat_template_kwargs`.", ""]
+          if adapted_from else []),
+        "### transformers", "",
         _transformers_snippet(model_id, is_vision, style, p),
         "### vLLM", "", _vllm_snippet(model_id, is_vision, style, p),
         "### Command line (r4b-trl)", "",
@@ -229,10 +241,10 @@ def render_model_card(model_id: str, base_model: str | None, stage: str, dataset
     ]
     if datasets:
         body += ["Data: " + ", ".join(f"[{d}](https://huggingface.co/datasets/{d})" if _looks_like_hub_id(d)
-                                      else f"`{d}`" for d in datasets) + ".", ""]
+                                      else f"`{_public(d)}` (local)" for d in datasets) + ".", ""]
     if training_args:
         body += ["| setting | value |", "|---|---|"]
-        body += [f"| {k} | `{_md(_short(v))}` |" for k, v in training_args.items()]
+        body += [f"| {k} | `{_md(_short(_public(v)))}` |" for k, v in training_args.items()]
         body.append("")
     if results:
         body.append(_results_section(results, Path(pareto_path).name if pareto_path else None))
@@ -260,6 +272,57 @@ def _looks_like_hub_id(s: str | None) -> bool:
         return False
     parts = s.split("/")
     return len(parts) == 2 and all(parts) and " " not in s and not s.endswith((".jsonl", ".json", ".parquet"))
+
+
+def _is_local(s: str) -> bool:
+    return os.path.exists(s) or s.startswith((".", "/", "~")) or os.sep in s and not _looks_like_hub_id(s)
+
+
+def _public(value: Any) -> Any:
+    """``value`` with local paths cut to their last part (a card names no folder of the machine it was written on)."""
+    if isinstance(value, str):
+        return Path(value.rstrip("/")).name if _is_local(value) and not _looks_like_hub_id(value) else value
+    if isinstance(value, list):
+        return [_public(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _public(v) for k, v in value.items()}
+    return value
+
+
+def _front_matter(readme: Path) -> dict:
+    try:
+        text = readme.read_text(encoding="utf-8")
+        if not text.startswith("---"):
+            return {}
+        import yaml
+
+        meta = yaml.safe_load(text.split("---", 2)[1])
+        return meta if isinstance(meta, dict) else {}
+    except Exception:  # an unreadable card names no base model
+        return {}
+
+
+def base_model_id(name_or_path: str | None) -> str | None:
+    """The Hub id to put in a card's ``base_model``: ``name_or_path`` itself when it is a Hub id; for a local
+    checkpoint, the Hub id its own card (``README.md`` front matter ``base_model``), PEFT adapter config
+    (``base_model_name_or_path``) or ``config.json`` (``_name_or_path``) names; else None (no field)."""
+    if not name_or_path:
+        return None
+    name_or_path = str(name_or_path)
+    if _looks_like_hub_id(name_or_path):
+        return name_or_path
+    folder = Path(name_or_path).expanduser()
+    if not folder.is_dir():
+        return None
+    candidates = []
+    base = _front_matter(folder / "README.md").get("base_model")
+    candidates += base if isinstance(base, list) else [base]
+    for name, key in (("adapter_config.json", "base_model_name_or_path"), ("config.json", "_name_or_path")):
+        try:
+            candidates.append(json.loads((folder / name).read_text(encoding="utf-8")).get(key))
+        except (OSError, ValueError, AttributeError):
+            pass
+    return next((c for c in candidates if isinstance(c, str) and _looks_like_hub_id(c)), None)
 
 
 def write_model_card(output_dir: str | os.PathLike, model_id: str, base_model: str | None, stage: str,
@@ -300,10 +363,12 @@ def training_summary(*arg_objects: Any) -> dict:
     return {k: out[k] for k in SUMMARY_FIELDS if k in out}
 
 
-def _detect(output_dir: Path, fallback_model: str | None) -> tuple[bool, str | None]:
-    """(is_vision, template_style) of the saved model (or, failing that, of the base model)."""
+def _detect(output_dir: Path, fallback_model: str | None) -> tuple[bool, str | None, str | None]:
+    """(is_vision, template_style, adapted_from) of the saved model (or, failing that, of the base model);
+    ``adapted_from`` is the family of the original template when the saved one is r4b-trl's adapted template."""
     from .modes import chat_template_of, template_style
     from .models import is_vision_config
+    from .templates import WRAP_MARK, template_family
 
     is_vision, style = False, None
     for source in [str(output_dir), fallback_model]:
@@ -314,11 +379,13 @@ def _detect(output_dir: Path, fallback_model: str | None) -> tuple[bool, str | N
 
             is_vision = is_vision_config(load_config(source))
             pc = load_processing_class(source, vision=is_vision)
-            style = template_style(chat_template_of(pc)).value
-            return is_vision, style
+            template = chat_template_of(pc)
+            style = template_style(template).value
+            adapted = template_family(template) if WRAP_MARK in template else None
+            return is_vision, style, adapted
         except Exception:
             continue
-    return is_vision, style
+    return is_vision, style, None
 
 
 def card_from_training(output_dir: str | os.PathLike, script_args: Any = None, training_args: Any = None,
@@ -351,11 +418,12 @@ def card_from_training(output_dir: str | os.PathLike, script_args: Any = None, t
         if obj is not None and getattr(obj, "prefix_family", None):
             prefixes = getattr(obj, "prefix_family")
             break
-    detected_vision, style = _detect(out, base)
+    detected_vision, style, adapted = _detect(out, base)
     if is_vision is None:
         is_vision = detected_vision
     return write_model_card(out, model_id, base, stage, dataset, is_vision, prefixes, results, pareto_path,
-                            training_summary(training_args, script_args, model_args), template_style=style)
+                            training_summary(training_args, script_args, model_args), template_style=style,
+                            adapted_from=adapted)
 
 
 def use_r4b_model_card(trainer, script_args: Any = None, model_args: Any = None, stage: str = "sft",

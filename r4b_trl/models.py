@@ -88,6 +88,23 @@ def is_local_path(name_or_path: str) -> bool:
     return os.path.isdir(name_or_path)
 
 
+def check_model_path(name_or_path: str | None, option: str = "model_name_or_path") -> None:
+    """Refuse, naming the option, an unset model or a local path that does not exist (before anything loads);
+    a missing ``.tiny_models/*`` folder comes with the command that builds it."""
+    from .errors import UsageError
+
+    name = str(name_or_path or "")
+    if not name:
+        raise UsageError(f"{option} is not set. Set it to a Hub model id or a local model folder.")
+    looks_local = name.startswith((".", "/", "~")) or len(name.strip("/").split("/")) > 2
+    if looks_local and not os.path.exists(os.path.expanduser(name)):
+        hint = " Give a local model folder or a Hub model id."
+        if ".tiny_models" in name:
+            kind = "vision" if "vision" in name else ("demo" if "demo" in name else "text")
+            hint = f" Build it with: python -m r4b_trl.tiny_models --out {name} --kind {kind}"
+        raise UsageError(f"{option}: model path {name!r} does not exist.{hint}")
+
+
 def kbit_device_map() -> dict:
     """Quantized (4/8-bit) models must sit whole on this process's device."""
     from accelerate import PartialState

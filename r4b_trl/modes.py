@@ -5,8 +5,8 @@ Every stage (SFT, BPO, evaluation, curation, chat) imports its notion of a *mode
 * the three modes a user can ask for (``auto``, ``thinking``, ``non_thinking``) and their aliases
   (R-4B's ``long`` / ``short``),
 * the assistant pre-fill ("prefix") that forces each mode, configurable per model family,
-* rendering a prompt in a mode for any chat template (R-4B-style ``thinking_mode`` templates, Qwen3-style
-  ``enable_thinking`` templates, and templates that know nothing of thinking),
+* rendering a prompt in a mode for any chat template (``render_prompt``, ``check_template``: the adaptation itself
+  lives in :mod:`r4b_trl.templates` and is re-exported here),
 * parsing what a model said (prefix + generated text) into mode, reasoning and final answer,
 * checks that a tokenizer can carry the think tags through decoding.
 """
@@ -17,6 +17,8 @@ import copy
 import enum
 from dataclasses import dataclass
 from typing import Any, Iterable
+
+from .errors import UsageError
 
 __all__ = [
     "Mode",
@@ -32,20 +34,19 @@ __all__ = [
     "template_style",
     "render_prompt",
     "check_generation_prompt",
+    "check_template",
+    "mode_plan",
     "check_think_tokens",
     "add_think_tokens",
     "PREFIX_MARKER",
-    "PREFIX_HOOK",
-    "add_prefix_hook",
     "with_prefix",
-    "ensure_prefix_hook",
     "chat_template_of",
     "DecisionTokens",
     "decision_tokens",
 ]
 
 
-class ModeError(ValueError):
+class ModeError(UsageError):
     """Raised for an unknown mode, a template that cannot express a mode, or a tokenizer that cannot carry the
     think tags. The message always says what to do."""
 
@@ -265,34 +266,9 @@ def template_style(template: str | None) -> TemplateStyle:
     return TemplateStyle.PLAIN
 
 
-#: Key added to the last prompt message to carry a per-rollout assistant pre-fill through a chat template.
+#: Key added to the last prompt message to carry a per-rollout assistant pre-fill through a chat template
+#: (read by the wrapper of :func:`r4b_trl.templates.hook_template`).
 PREFIX_MARKER = "r4b_prefix"
-#: Jinja appended to a chat template: renders the marker after the generation prompt. Inert for every other caller.
-PREFIX_HOOK = (
-    "{%- if add_generation_prompt and messages and messages[-1]['" + PREFIX_MARKER + "'] is defined %}"
-    "{{- messages[-1]['" + PREFIX_MARKER + "'] }}{%- endif %}"
-)
-
-
-def add_prefix_hook(template: str) -> str:
-    """Return ``template`` with :data:`PREFIX_HOOK` appended (idempotent)."""
-    if PREFIX_HOOK in template:
-        return template
-    return template + PREFIX_HOOK
-
-
-def ensure_prefix_hook(processing_class) -> None:
-    """Install :data:`PREFIX_HOOK` on a tokenizer or processor (and its inner tokenizer), in place."""
-    template = chat_template_of(processing_class)
-    if not template:
-        template_style(template)  # raises the helpful error
-    hooked = add_prefix_hook(template)
-    processing_class.chat_template = hooked
-    inner = getattr(processing_class, "tokenizer", None)
-    if inner is not None and inner is not processing_class:
-        inner.chat_template = hooked
-
-
 def with_prefix(messages: list[dict], prefix: str) -> list[dict]:
     """A copy of ``messages`` whose last message carries ``prefix`` as the assistant pre-fill marker."""
     if not messages:
@@ -301,90 +277,6 @@ def with_prefix(messages: list[dict], prefix: str) -> list[dict]:
     out[-1] = copy.copy(out[-1])
     out[-1][PREFIX_MARKER] = prefix
     return out
-
-
-def _apply(processing_class, messages, chat_template=None, **kwargs) -> str:
-    return processing_class.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=True, chat_template=chat_template, **kwargs
-    )
-
-
-def _trailing_think(text: str, p: ModePrefixes) -> str | None:
-    """If ``text`` ends inside/after a pre-filled think block, return that pre-fill; else None."""
-    idx = text.rfind(p.open_tag)
-    if idx == -1:
-        return None
-    tail = text[idx:]
-    # A pre-fill is an open tag followed by only whitespace and at most a closing tag.
-    rest = tail[len(p.open_tag):].replace(p.close_tag, "", 1)
-    return tail if rest.strip() == "" else None
-
-
-def render_prompt(
-    processing_class,
-    messages: list[dict],
-    mode: str | Mode,
-    prefixes: ModePrefixes | None = None,
-    chat_template: str | None = None,
-    **template_kwargs: Any,
-) -> str:
-    """Render ``messages`` as a generation prompt whose assistant turn is pre-filled for ``mode``.
-
-    Works for R-4B-style templates (``thinking_mode``), Qwen3-style templates (``enable_thinking``) and plain
-    templates (the prefix is appended after the generation prompt). The returned text always ends with
-    ``prefixes.prefix(mode)``; a template that renders something else raises :class:`ModeError`.
-    """
-    mode = resolve_mode(mode)
-    p = prefixes or PREFIX_FAMILIES["default"]
-    template = chat_template or chat_template_of(processing_class)
-    style = template_style(template)
-    want = p.prefix(mode)
-    template_kwargs = {k: v for k, v in template_kwargs.items() if k not in ("thinking_mode", "enable_thinking")}
-    if style is TemplateStyle.R4B:
-        text = _apply(processing_class, messages, chat_template, thinking_mode=mode.r4b_name, **template_kwargs)
-        if not text.endswith(want):
-            got = _trailing_think(text, p)
-            raise ModeError(
-                f"The chat template's thinking_mode={mode.r4b_name!r} rendered the pre-fill {got!r}, not the "
-                f"configured {mode.value} prefix {want!r}. Configure the prefixes to match the template "
-                "(prefix_family / ModePrefixes) or fix the template."
-            )
-        return text
-    if style is TemplateStyle.QWEN3 and mode is Mode.NON_THINKING:
-        text = _apply(processing_class, messages, chat_template, enable_thinking=False, **template_kwargs)
-        if text.endswith(want):
-            return text
-        got = _trailing_think(text, p)
-        if got is None:  # the template ignored enable_thinking: append ourselves
-            return text + want
-        raise ModeError(
-            f"The chat template's enable_thinking=False rendered the pre-fill {got!r}, not the configured "
-            f"non_thinking prefix {want!r}. Configure the prefixes to match the template."
-        )
-    extra = {"enable_thinking": True} if style is TemplateStyle.QWEN3 else {}
-    text = _apply(processing_class, messages, chat_template, **extra, **template_kwargs)
-    got = _trailing_think(text, p)
-    if got is not None:
-        raise ModeError(
-            f"The chat template already pre-fills the assistant turn with {got!r}, so the {mode.value} prefix "
-            f"{want!r} would double it. Use a template whose generation prompt ends at the assistant header "
-            "(e.g. r4b_trl.chat_templates.DEFAULT_CHAT_TEMPLATE)."
-        )
-    return text + want
-
-
-def check_generation_prompt(processing_class, prefixes: ModePrefixes | None = None) -> None:
-    """Raise :class:`ModeError` if the chat template pre-fills a think block on its own (so a forced prefix would
-    double), or cannot express every mode."""
-    probe = [{"role": "user", "content": "1+1?"}]
-    for mode in Mode:
-        render_prompt(processing_class, probe, mode, prefixes)
-    template = chat_template_of(processing_class)
-    if template_style(template) is not TemplateStyle.R4B:
-        text = _apply(processing_class, probe, None, **({"enable_thinking": True}
-                                                         if template_style(template) is TemplateStyle.QWEN3 else {}))
-        if _trailing_think(text, prefixes or PREFIX_FAMILIES["default"]) is not None:
-            raise ModeError("The chat template pre-fills a think block in its generation prompt.")
 
 
 def check_think_tokens(tokenizer, prefixes: ModePrefixes | None = None) -> None:
@@ -493,3 +385,7 @@ def decision_tokens(tokenizer, prefixes: ModePrefixes | None = None, context: st
         return tok.convert_ids_to_tokens(ids[pos]) if len(ids) > pos else None
 
     return DecisionTokens(pos, t_ids, n_ids, name(t_ids), name(n_ids))
+
+
+# Rendering in a mode lives in r4b_trl.templates (the template adaptation); re-exported here, its historical home.
+from .templates import check_generation_prompt, check_template, mode_plan, render_prompt  # noqa: E402,F401

@@ -15,7 +15,10 @@ The recipe (``recipes/sft.py``) is a thin wrapper around :func:`run`. What this 
 * auto-resume from the last ``checkpoint-*`` in ``output_dir``.
 
 Prompt/completion data makes TRL's ``completion_only_loss`` cover the whole assistant turn — the think block,
-empty or not, included — so the model learns the mode decision (``tests/test_sft_mask.py`` checks it).
+empty or not, included — so the model learns the mode decision (``tests/test_sft_mask.py`` checks it). On any
+chat template (Qwen3.5's and R1-distill's pre-fills, templates that drop reasoning from assistant turns) SFT
+tokenizes with ``r4b_trl.templates.sft_template`` and saves the model with ``inference_template``
+(:func:`adapt_sft_templates`; ``tests/test_templates_sft.py`` decodes the trained tokens per template).
 """
 
 from __future__ import annotations
@@ -24,12 +27,15 @@ import json
 import logging
 import os
 import random
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .checkpoints import resolve_resume
 from .data.io import DataError, load_table
-from .modes import ModePrefixes, get_prefixes, parse_response
+from .errors import UsageError, problems, row_label
+from .modes import ModePrefixes, chat_template_of, get_prefixes, parse_response
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +181,7 @@ def validate_sft_rows(ds, prefixes: ModePrefixes | None = None, source: str = "d
             view = view.cast_column(images_column, type(feat)(datasets.Image(decode=False)))
     errors, counts = [], {"thinking": 0, "non_thinking": 0}
     for i, row in enumerate(view):
-        name = f"row {i}" + (f" (id {row['id']!r})" if row.get("id") is not None else "")
+        name = row_label(i, row.get("id"))
         completion = row.get("completion")
         if isinstance(completion, list):
             if not completion or not isinstance(completion[-1], dict) or completion[-1].get("role") != "assistant":
@@ -199,13 +205,12 @@ def validate_sft_rows(ds, prefixes: ModePrefixes | None = None, source: str = "d
             if n_blocks != n_images:
                 errors.append(f"{name}: the prompt has {n_blocks} image block(s) but the row has {n_images} image(s)")
     if errors:
-        shown = "\n  ".join(errors[:max_report])
-        more = f"\n  … and {len(errors) - max_report} more" if len(errors) > max_report else ""
-        raise DataError(
+        raise DataError(problems(
             f"{source}: {len(errors)} problem(s) in {len(view)} rows; annealing targets must be valid thinking "
-            f"({p.thinking!r}…{p.close_tag!r}…answer) or non-thinking ({p.non_thinking!r}answer) answers:\n  "
-            f"{shown}{more}\nCurate the data with data_prep/curate.py, or build targets with "
-            "r4b_trl.modes.ModePrefixes().thinking_answer(reasoning, answer) / non_thinking_answer(answer).")
+            f"({p.thinking!r}…{p.close_tag!r}…answer) or non-thinking ({p.non_thinking!r}answer) answers",
+            errors[:max_report], "Curate the data with data_prep/curate.py, or build targets with "
+            "r4b_trl.modes.ModePrefixes().thinking_answer(reasoning, answer) / non_thinking_answer(answer).",
+            total=len(errors)))
     return counts
 
 
@@ -243,7 +248,8 @@ def _load_one(path: str, split: str, name: str | None, script_args: SFTScriptArg
         def split_messages(row, idx):
             msgs = row[mc]
             if not msgs or msgs[-1].get("role") != "assistant":
-                raise DataError(f"{path}: row {idx}: the last message of {mc!r} must be the assistant's target.")
+                raise DataError(f"{path}: {row_label(idx, row.get('id'))}: the last message of {mc!r} must be the "
+                                "assistant's target. Fix or drop this row.")
             return {"prompt": msgs[:-1], "completion": [msgs[-1]]}
 
         ds = ds.map(split_messages, with_indices=True, remove_columns=[mc])
@@ -417,11 +423,32 @@ def _trainer_cls():
         """``SFTTrainer`` with per-module learning rates for vision tower / projector / language model."""
 
         def __init__(self, *args, lr_multipliers: dict[str, float] | None = None, vision_modules=None,
-                     projector_modules=None, **kwargs):
+                     projector_modules=None, saved_chat_template: str | None = None, **kwargs):
+            self.saved_chat_template = saved_chat_template
             self.lr_multipliers = dict(lr_multipliers or {})
             self.vision_modules = list(vision_modules or DEFAULT_VISION_MODULES)
             self.projector_modules = list(projector_modules or DEFAULT_PROJECTOR_MODULES)
             super().__init__(*args, **kwargs)
+
+        @contextmanager
+        def saving_template(self):
+            """While saving: the template the model is used with (every mode reachable), not the SFT one."""
+            from .templates import set_chat_template
+
+            pc = self.processing_class
+            if self.saved_chat_template is None or pc is None:
+                yield
+                return
+            training = chat_template_of(pc)
+            set_chat_template(pc, self.saved_chat_template)
+            try:
+                yield
+            finally:
+                set_chat_template(pc, training)
+
+        def _save(self, output_dir=None, state_dict=None):
+            with self.saving_template():
+                super()._save(output_dir, state_dict)
 
         def _per_module(self) -> bool:
             if all(v == 1.0 for v in self.lr_multipliers.values()):
@@ -482,39 +509,54 @@ def __getattr__(name):  # AnnealingTrainer is built lazily so that importing r4b
 # --------------------------------------------------------------------------------------------------------------
 
 
-def resolve_resume(training_args, auto_resume: bool = True) -> str | bool | None:
-    """What to pass as ``trainer.train(resume_from_checkpoint=...)``: the configured value (``true`` = the last
-    checkpoint in output_dir), else — with ``auto_resume`` — the last ``checkpoint-*`` in output_dir, else None."""
-    from transformers.trainer_utils import get_last_checkpoint
+def adapt_sft_templates(pc, prefixes: ModePrefixes, training_args, train_ds, eval_ds=None):
+    """Check the chat template (one line naming its family on failure, before any model loads) and set up SFT's
+    adapted template (``r4b_trl.templates.sft_template``: the conversation as the model sees it at inference, the
+    generation prompt cut to the assistant header, the target turn verbatim — think block, decision token and
+    reasoning all trained). ``chat_template_path`` (TRL's option) is applied here first. Rows get per-mode
+    ``chat_template_kwargs`` where the template's switch changes the conversation (Qwen3.8). Returns the datasets
+    and the template the model is saved with (``inference_template``)."""
+    from .templates import check_template, inference_template, set_chat_template, sft_row_kwargs, sft_template
 
-    value = training_args.resume_from_checkpoint
-    if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "last"):
-        value = True
-    elif isinstance(value, str) and value.strip().lower() in ("false", "0", "no", "none", ""):
-        return None
-    if value is True:
-        last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
-        if last is None:
-            raise FileNotFoundError(f"resume_from_checkpoint=true but {training_args.output_dir} has no checkpoint-*.")
-        return last
-    if value:
-        if not os.path.isdir(value):
-            raise FileNotFoundError(f"resume_from_checkpoint={value!r} is not a checkpoint folder.")
-        return value
-    if auto_resume and os.path.isdir(training_args.output_dir):
-        return get_last_checkpoint(training_args.output_dir)
-    return None
+    path = getattr(training_args, "chat_template_path", None)
+    if path:
+        if not (os.path.isfile(path) and path.endswith((".jinja", ".j2"))):
+            raise ValueError(f"chat_template_path={path!r}: r4b-trl SFT takes a .jinja file here.")
+        set_chat_template(pc, Path(path).read_text(encoding="utf-8"))
+        training_args.chat_template_path = None  # applied; TRL must not re-apply it over the SFT template
+    plan = check_template(pc, prefixes, stage="sft")
+    logger.info("chat template %s: modes rendered as %s", _family(pc), {m: pl.how for m, pl in plan.items()})
+    saved = inference_template(pc, prefixes)
+    row_kwargs = sft_row_kwargs(pc, prefixes)
+    set_chat_template(pc, sft_template(pc, prefixes))
+    if row_kwargs:
+        logger.info("the template's switch changes the prompt: SFT rows carry chat_template_kwargs %s", row_kwargs)
+
+        def add(row):
+            completion = row["completion"]
+            text = _text_of(completion[-1]["content"]) if isinstance(completion, list) else completion
+            return {"chat_template_kwargs": row_kwargs[parse_response(text, prefixes).mode]}
+
+        train_ds = train_ds.map(add)
+        eval_ds = eval_ds.map(add) if eval_ds is not None else None
+    return train_ds, eval_ds, saved
+
+
+def _family(pc) -> str:
+    from .templates import template_family
+
+    return template_family(chat_template_of(pc))
 
 
 def run(script_args: SFTScriptArguments, training_args, model_args):
     """Validate the data, build the model and :class:`AnnealingTrainer`, train (resuming if there is a checkpoint)
     and save. Returns the trainer."""
     from .model_card import card_from_training, use_r4b_model_card
-    from .models import is_vision_config, load_config, load_for_training, load_processing_class
+    from .models import check_model_path, is_vision_config, load_config, load_for_training, load_processing_class
     from .modes import add_think_tokens, check_think_tokens
 
-    if not model_args.model_name_or_path:
-        raise ValueError("Set model_name_or_path.")
+    check_model_path(model_args.model_name_or_path)
+    resume = resolve_resume(training_args, script_args.auto_resume)  # a bad resume path fails before any loading
     prefixes = get_prefixes(script_args.prefix_family)
     trust = bool(training_args.trust_remote_code)
     revision = model_args.model_revision
@@ -535,10 +577,12 @@ def run(script_args: SFTScriptArguments, training_args, model_args):
     else:
         check_think_tokens(pc, prefixes)
         added = []
+    # The same template check as BPO's, before the model loads; SFT then tokenizes with the adapted template.
+    train_ds, eval_ds, saved_template = adapt_sft_templates(pc, prefixes, training_args, train_ds, eval_ds)
 
     # 3. the model (TRL ModelConfig flags or an r4b-trl PEFT preset)
     if (model_args.load_in_4bit or model_args.load_in_8bit) and not (model_args.use_peft or script_args.peft_preset):
-        raise ValueError("4/8-bit loading (QLoRA) trains adapters only: set use_peft: true or peft_preset: qlora_lm.")
+        raise UsageError("4/8-bit loading (QLoRA) trains adapters only: set use_peft: true or peft_preset: qlora_lm.")
     model, peft_config = load_for_training(model_args, training_args, script_args.peft_preset, stage="sft")
     if added:
         tok = getattr(pc, "tokenizer", pc)
@@ -550,7 +594,6 @@ def run(script_args: SFTScriptArguments, training_args, model_args):
         if peft_config is not None:  # LoRA: the new rows must be trainable too
             peft_config.trainable_token_indices = list(added)
 
-    resume = resolve_resume(training_args, script_args.auto_resume)
     if resume:
         logger.info("resuming from %s", resume)
     multipliers = {"vision": script_args.vision_lr_multiplier, "projector": script_args.projector_lr_multiplier}
@@ -558,7 +601,7 @@ def run(script_args: SFTScriptArguments, training_args, model_args):
         model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
         processing_class=pc, peft_config=peft_config,
         lr_multipliers=multipliers, vision_modules=script_args.vision_modules,
-        projector_modules=script_args.projector_modules,
+        projector_modules=script_args.projector_modules, saved_chat_template=saved_template,
     )
     use_r4b_model_card(trainer, script_args, model_args, stage="sft")
     trainer.train(resume_from_checkpoint=resume)
@@ -570,7 +613,8 @@ def run(script_args: SFTScriptArguments, training_args, model_args):
             "rows": len(train_ds), "resumed_from": resume, "lr_multipliers": multipliers,
             "global_step": trainer.state.global_step}, indent=2, default=str) + "\n")
     if peft_config is not None and script_args.save_merged:
-        save_merged(trainer, pc, Path(training_args.output_dir) / "merged")
+        with trainer.saving_template():
+            save_merged(trainer, pc, Path(training_args.output_dir) / "merged")
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
     return trainer

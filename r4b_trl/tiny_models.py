@@ -1,6 +1,6 @@
 """Offline tiny random-weight models for tests and smoke runs.
 
-    python -m r4b_trl.tiny_models --out DIR --kind text|vision|demo
+    python -m r4b_trl.tiny_models --out DIR --kind text|vision|qwen3_5|demo
 
 * ``text``: a Qwen3 causal LM (2 layers, hidden 64) with a byte-level BPE tokenizer trained here with
   ``tokenizers`` (Qwen2-style pre-tokenisation, so ``\\n`` and ``\\n\\n`` are distinct tokens), ``<think>`` and
@@ -13,6 +13,9 @@
   pre-fills contain it (see :func:`r4b_trl.modes.decision_tokens`). With a pure character tokenizer
   (``build_char_tokenizer(pair_newlines=False)``) ``<think>\\n`` would be a prefix of the non-thinking pre-fill
   and would not force thinking at all (measured: docs/demo_feasibility.md).
+* ``qwen3_5``: a Qwen3.5 image-text model (:func:`build_qwen3_5_model`: transformers' ``qwen3_5`` architecture,
+  hybrid Gated DeltaNet + attention, hidden 64) with Qwen3.5's own chat template (TRL's ``qwen3_5_think``, which
+  pre-fills ``<think>\n``) and the same tokenizer.
 * ``vision``: a Qwen2.5-VL image-text-to-text model (vision depth 2, hidden 32; text hidden 64) with a PIL image
   processor, the same tokenizer and r4b-trl's default (R-4B-style) chat template.
 
@@ -142,7 +145,7 @@ def build_text_model(out: str | os.PathLike, hidden_size: int = 64, num_layers: 
 
 def _image_only_processor_classes():
     """Processor subclasses that need no video processor (and so no torchvision)."""
-    from transformers import Qwen2_5_VLProcessor
+    from transformers import Qwen2_5_VLProcessor, Qwen3VLProcessor
 
     class Qwen2_5_VLImageOnlyProcessor(Qwen2_5_VLProcessor):
         """Qwen2.5-VL's processor without its video half. transformers 5 builds every video processor with
@@ -155,7 +158,18 @@ def _image_only_processor_classes():
         def __init__(self, image_processor=None, tokenizer=None, video_processor=None, chat_template=None, **kw):
             super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kw)
 
-    return {"Qwen2_5_VLImageOnlyProcessor": Qwen2_5_VLImageOnlyProcessor}
+    class Qwen3VLImageOnlyProcessor(Qwen3VLProcessor):
+        """Qwen3-VL's processor (Qwen3.5 uses it) without its video half, for the same reason."""
+
+        @classmethod
+        def get_attributes(cls):
+            return ["image_processor", "tokenizer"]
+
+        def __init__(self, image_processor=None, tokenizer=None, video_processor=None, chat_template=None, **kw):
+            super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kw)
+
+    return {"Qwen2_5_VLImageOnlyProcessor": Qwen2_5_VLImageOnlyProcessor,
+            "Qwen3VLImageOnlyProcessor": Qwen3VLImageOnlyProcessor}
 
 
 _REGISTERED: dict = {}
@@ -243,6 +257,65 @@ def build_vision_model(out: str | os.PathLike, seed: int = 0) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------------------
+# Qwen3.5: the hybrid (Gated DeltaNet + attention) image-text model, with Qwen3.5's own chat template
+# --------------------------------------------------------------------------------------------------------------
+
+
+def build_qwen3_5_model(out: str | os.PathLike, seed: int = 0, template: str = "qwen3_5_think") -> Path:
+    """A tiny random Qwen3.5 image-text model from transformers' ``qwen3_5`` architecture
+    (``Qwen3_5ForConditionalGeneration``: one Gated DeltaNet layer and one full-attention layer, hidden 64; a
+    2-block vision tower with patch 16), the Qwen-style tokenizer of :func:`build_tokenizer`, a PIL image processor
+    (``Qwen3VLImageOnlyProcessor``) and Qwen3.5's chat template as TRL ships it (``qwen3_5_think``, which
+    pre-fills ``<think>\n``; ``qwen3_5_nothink`` is the 2B's)."""
+    import torch
+    from transformers import GenerationConfig, Qwen3_5Config, Qwen3_5ForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from r4b_trl.chat_templates import _trl_template
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer()
+    chat_template = _trl_template(template + ".jinja")
+    ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    torch.manual_seed(seed)
+    hidden = 64
+    cfg = Qwen3_5Config(
+        text_config=dict(
+            vocab_size=_round_up(len(tok)), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+            layer_types=["linear_attention", "full_attention"], num_attention_heads=4, num_key_value_heads=2,
+            head_dim=16, linear_key_head_dim=16, linear_value_head_dim=16, linear_num_key_heads=2,
+            linear_num_value_heads=4, max_position_embeddings=4096,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000000.0, "partial_rotary_factor": 0.25,
+                             "mrope_section": [1, 1, 0], "mrope_interleaved": True},
+            bos_token_id=None, eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+            tie_word_embeddings=True,
+        ),
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16,
+                           spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=hidden,
+                           num_position_embeddings=64),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+    model = Qwen3_5ForConditionalGeneration(cfg)
+    model.generation_config = GenerationConfig(
+        eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], bos_token_id=None, do_sample=True,
+        temperature=1.0,
+    )
+    model.save_pretrained(out, safe_serialization=True)
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=32 * 32, max_pixels=32 * 32 * 4, patch_size=16,
+                                               temporal_patch_size=2, merge_size=2)
+    processor_cls = register_image_only_processors()["Qwen3VLImageOnlyProcessor"]
+    processor = processor_cls(image_processor=image_processor, tokenizer=tok, chat_template=chat_template)
+    processor.save_pretrained(out)
+    tok.chat_template = chat_template
+    tok.save_pretrained(out)
+    _write_readme(out, "qwen3_5", model, extra={"chat_template": template})
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
 # The demo model: character-level tokenizer, from-scratch Qwen3
 # --------------------------------------------------------------------------------------------------------------
 
@@ -325,17 +398,21 @@ def build(out: str | os.PathLike, kind: str = "text") -> Path:
         return build_vision_model(out)
     if kind == "demo":
         return build_demo_model(out)
-    raise ValueError(f"--kind must be 'text', 'vision' or 'demo', not {kind!r}")
+    if kind == "qwen3_5":
+        return build_qwen3_5_model(out)
+    raise ValueError(f"--kind must be 'text', 'vision', 'qwen3_5' or 'demo', not {kind!r}")
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="directory to write the model to")
-    parser.add_argument("--kind", choices=["text", "vision", "demo"], default="text")
+    parser.add_argument("--kind", choices=["text", "vision", "qwen3_5", "demo"], default="text")
     args = parser.parse_args(argv)
     path = build(args.out, args.kind)
     print(f"wrote a tiny {args.kind} model to {path}")
 
 
 if __name__ == "__main__":
-    main()
+    from .errors import cli
+
+    raise SystemExit(cli(main))

@@ -17,15 +17,34 @@ Tested launch commands:
         --config recipes/qwen3-vl-8b/bpo/full_zero3_colocate.yaml
 
 Any config field can be overridden on the command line (e.g. ``--max_steps 5``). A run whose output_dir holds a
-checkpoint resumes from the last one; ``--resume_from_checkpoint PATH`` picks one.
+checkpoint resumes from the last one; ``--resume_from_checkpoint PATH`` picks one. Bad options, paths or data
+rows stop the run with one ``error:`` line (exit 2) before the model loads; ``--debug`` shows the traceback.
 """
 
-from trl import ModelConfig, TrlParser
+import sys
+from pathlib import Path
 
-from r4b_trl.bpo import BPOConfig
-from r4b_trl.bpo.recipe import BPOScriptArguments, main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from r4b_trl.errors import cli, config_errors  # noqa: E402
+
+
+def make_parser():
+    from trl import ModelConfig, TrlParser
+
+    from r4b_trl.bpo import BPOConfig
+    from r4b_trl.bpo.recipe import BPOScriptArguments
+
+    return TrlParser((BPOScriptArguments, BPOConfig, ModelConfig))
+
+
+def main(argv=None):
+    from r4b_trl.bpo.recipe import main as run
+
+    with config_errors():
+        script_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
+    return run(script_args, training_args, model_args)
+
 
 if __name__ == "__main__":
-    parser = TrlParser((BPOScriptArguments, BPOConfig, ModelConfig))
-    script_args, training_args, model_args = parser.parse_args_and_config()
-    main(script_args, training_args, model_args)
+    sys.exit(cli(main))

@@ -7,7 +7,12 @@ Every config key can be overridden on the command line (``--key value``). The lo
 ``r4b_trl.evaluation``; see that module for the outputs and the metric definitions.
 """
 
-from r4b_trl.evaluation import main
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from r4b_trl.evaluation import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

@@ -17,13 +17,16 @@ GPU configs (not run in CI; see README "Annealing"):
 Any config key can be overridden on the command line (``--learning_rate 1e-5``). A run whose ``output_dir``
 already holds ``checkpoint-*`` folders resumes from the last one (``--auto_resume false`` to disable);
 ``--resume_from_checkpoint PATH`` resumes from a given checkpoint. The data is validated before the model is
-loaded: rows whose target is not a valid thinking / non-thinking answer are refused, by name.
+loaded: rows whose target is not a valid thinking / non-thinking answer are refused, by name. Bad options, paths
+or rows stop the run with one ``error:`` line (exit 2); ``--debug`` shows the traceback.
 """
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from r4b_trl.errors import cli, config_errors  # noqa: E402
 
 
 def make_parser():
@@ -37,9 +40,10 @@ def make_parser():
 def main(argv=None):
     from r4b_trl.sft import run
 
-    script_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
+    with config_errors():
+        script_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
     return run(script_args, training_args, model_args)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli(main))

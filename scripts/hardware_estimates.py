@@ -46,7 +46,8 @@ Method (all sizes in GiB = 2**30 bytes; P parameters, n training GPUs, b = per_d
   activations are ignored (a few hundred image tokens).
 * **Generation memory.** vLLM colocate reserves ``vllm_gpu_memory_utilization`` of the card: its bf16 weights
   (2 P / TP), 1.5 GiB (CUDA graphs, ``max_num_batched_tokens = 4096``) and the KV cache,
-  ``2 * layers * kv_heads * head_dim * 2 bytes`` per token; the row says how many of the rollouts it generates fit
+  ``2 * layers * kv_heads * head_dim * 2 bytes`` per token (Qwen3.5: only its full-attention layers, plus a fixed bf16
+  recurrent state per sequence for its Gated DeltaNet layers); the row says how many of the rollouts it generates fit
   at once (prompt + mean completion each) and checks vLLM's start-up condition (one ``max_model_len`` sequence
   fits). With ``vllm_enable_sleep_mode`` vLLM frees its memory while training (TRL: sleep level 2), so the peak is
   the larger phase, else the sum. ``use_vllm: false`` (transformers ``generate``): the KV cache of the generation
@@ -138,6 +139,34 @@ ARCH = {
                     patch_size=16, num_position_embeddings=2304, deepstack_visual_indexes=[8, 16, 24]),
         tie=False,
     ),
+    # Qwen3.5 (hybrid: 3 of every 4 layers Gated DeltaNet, every 4th full attention; natively image-text). Text
+    # shapes from the models' config.json as quoted in public repositories (2B: 24 layers, hidden 2048, FFN 6144,
+    # 8 / 2 heads, 16 DeltaNet value heads; 4B: 32 layers, hidden 2560, FFN 9216, 16 / 4 heads, 32 value heads);
+    # the 4B's vision tower (depth 24, width 1024) is taken for the 2B too, projected to its width.
+    "Qwen3.5-2B": dict(
+        kind="qwen3_5", max_position=262144,
+        text=dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=24, num_attention_heads=8,
+                  num_key_value_heads=2, head_dim=256, linear_num_key_heads=16, linear_num_value_heads=16,
+                  linear_key_head_dim=128, linear_value_head_dim=128, linear_conv_kernel_dim=4, vocab_size=248320,
+                  tie_word_embeddings=True,
+                  rope_parameters={"rope_type": "default", "rope_theta": 1e7, "partial_rotary_factor": 0.25,
+                                   "mrope_section": [11, 11, 10], "mrope_interleaved": True}),
+        vision=dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, out_hidden_size=2048,
+                    patch_size=16, num_position_embeddings=2304),
+        tie=True,
+    ),
+    "Qwen3.5-4B": dict(
+        kind="qwen3_5", max_position=262144,
+        text=dict(hidden_size=2560, intermediate_size=9216, num_hidden_layers=32, num_attention_heads=16,
+                  num_key_value_heads=4, head_dim=256, linear_num_key_heads=16, linear_num_value_heads=32,
+                  linear_key_head_dim=128, linear_value_head_dim=128, linear_conv_kernel_dim=4, vocab_size=248320,
+                  tie_word_embeddings=True,
+                  rope_parameters={"rope_type": "default", "rope_theta": 1e7, "partial_rotary_factor": 0.25,
+                                   "mrope_section": [11, 11, 10], "mrope_interleaved": True}),
+        vision=dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, out_hidden_size=2560,
+                    patch_size=16, num_position_embeddings=2304),
+        tie=True,
+    ),
     "Qwen3-4B": dict(
         kind="qwen3", max_position=40960,
         text=dict(hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32,
@@ -152,8 +181,11 @@ MODEL_FOR_DIR = {
     "qwen2.5-vl-3b": "Qwen2.5-VL-3B-Instruct",
     "qwen3-vl-8b": "Qwen3-VL-8B-Instruct",
     "qwen3-4b": "Qwen3-4B",
+    "qwen3.5-2b": "Qwen3.5-2B",
+    "qwen3.5-4b": "Qwen3.5-4B",
 }
-SHORT_NAME = {"Qwen2.5-VL-3B-Instruct": "Qwen2.5-VL-3B", "Qwen3-VL-8B-Instruct": "Qwen3-VL-8B", "Qwen3-4B": "Qwen3-4B"}
+SHORT_NAME = {"Qwen2.5-VL-3B-Instruct": "Qwen2.5-VL-3B", "Qwen3-VL-8B-Instruct": "Qwen3-VL-8B", "Qwen3-4B": "Qwen3-4B",
+              "Qwen3.5-2B": "Qwen3.5-2B", "Qwen3.5-4B": "Qwen3.5-4B"}
 CPU_RECIPE_DIRS = {"tiny", "demo"}
 STAGES = ("sft", "bpo")
 
@@ -178,6 +210,8 @@ class ModelStats:
     head_dim: int
     vocab: int
     max_position: int
+    kv_layers: int = 0  # layers with a KV cache (full attention); 0: all layers
+    state_bytes: int = 0  # per-sequence recurrent state of the linear-attention layers (Qwen3.5), bf16
 
     @property
     def lm_linear_shapes(self) -> tuple:
@@ -202,6 +236,11 @@ def model_stats(name: str) -> ModelStats:
 
             model = Qwen2_5_VLForConditionalGeneration(
                 Qwen2_5_VLConfig(text_config=spec["text"], vision_config=spec["vision"], tie_word_embeddings=spec["tie"]))
+        elif spec["kind"] == "qwen3_5":
+            from transformers import Qwen3_5Config, Qwen3_5ForConditionalGeneration
+
+            model = Qwen3_5ForConditionalGeneration(
+                Qwen3_5Config(text_config=spec["text"], vision_config=spec["vision"], tie_word_embeddings=spec["tie"]))
         else:
             from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
@@ -215,18 +254,28 @@ def model_stats(name: str) -> ModelStats:
     linears = tuple((n, modules[n].in_features, modules[n].out_features, group_of[n]) for n in group_of)
     t = spec["text"]
     head_dim = t.get("head_dim", t["hidden_size"] // t["num_attention_heads"])
+    kv_layers, state = t["num_hidden_layers"], 0
+    layer_types = getattr(getattr(model.config, "text_config", model.config), "layer_types", None)
+    if layer_types and "linear_attention" in layer_types:
+        kv_layers = layer_types.count("full_attention")
+        k, v = t["linear_key_head_dim"], t["linear_value_head_dim"]
+        conv_dim = 2 * t["linear_num_key_heads"] * k + t["linear_num_value_heads"] * v
+        per_layer = t["linear_num_value_heads"] * k * v + conv_dim * (t["linear_conv_kernel_dim"] - 1)
+        state = 2 * per_layer * layer_types.count("linear_attention")
     return ModelStats(
         name=name, model_type=spec["kind"], params=params, vision_params=vision,
         compute_params=params - embed if not spec["tie"] else params, linears=linears,
         hidden=t["hidden_size"], intermediate=t["intermediate_size"], layers=t["num_hidden_layers"],
         kv_heads=t["num_key_value_heads"], head_dim=head_dim, vocab=t["vocab_size"],
-        max_position=spec["max_position"],
+        max_position=spec["max_position"], kv_layers=kv_layers, state_bytes=state,
     )
 
 
-def kv_cache_bytes(stats: ModelStats, tokens: float, bytes_per_value: int = 2) -> float:
-    """K and V for every layer: 2 x layers x kv_heads x head_dim x bytes x tokens."""
-    return 2 * stats.layers * stats.kv_heads * stats.head_dim * bytes_per_value * tokens
+def kv_cache_bytes(stats: ModelStats, tokens: float, bytes_per_value: int = 2, sequences: float = 0) -> float:
+    """K and V for every attention layer: 2 x layers x kv_heads x head_dim x bytes x tokens; for hybrid models
+    (Qwen3.5) only the full-attention layers, plus each sequence's fixed recurrent state of the linear layers."""
+    layers = stats.kv_layers or stats.layers
+    return 2 * layers * stats.kv_heads * stats.head_dim * bytes_per_value * tokens + stats.state_bytes * sequences
 
 
 def lora_targets(stats: ModelStats, targets=None, preset: str | None = None) -> list:
@@ -556,11 +605,11 @@ def _vllm_engine(s: Setup, m: ModelStats, gpu: GPU, util: float, tp: int, seqs: 
     budget = util * gpu.mem_gib
     weights = 2 * m.params / tp / GiB
     kv_capacity = budget - weights - VLLM_OVERHEAD_GIB
-    per_rollout = kv_cache_bytes(m, s.prompt + s.mean_completion) / tp / GiB
+    per_rollout = kv_cache_bytes(m, s.prompt + s.mean_completion, sequences=1) / tp / GiB
     concurrent = max(0, min(seqs, max_num_seqs or seqs, int(kv_capacity / per_rollout))) if kv_capacity > 0 else 0
     return {
         "budget": budget, "weights": weights, "kv_capacity": kv_capacity, "rollouts": seqs, "concurrent": concurrent,
-        "starts": kv_capacity >= kv_cache_bytes(m, max_len) / tp / GiB,  # vLLM's start-up check
+        "starts": kv_capacity >= kv_cache_bytes(m, max_len, sequences=1) / tp / GiB,  # vLLM's start-up check
         "max_model_len": max_len,
     }
 
@@ -622,7 +671,7 @@ def memory(s: Setup) -> dict:
         total = train_phase
     elif s.stage == "bpo":  # transformers generate on the training GPU
         seqs = s.micro_batch * s.spg
-        out["generate_kv_cache"] = kv_cache_bytes(m, seqs * (s.prompt + s.max_completion)) / GiB
+        out["generate_kv_cache"] = kv_cache_bytes(m, seqs * (s.prompt + s.max_completion), sequences=seqs) / GiB
         out["generate_prefill"] = seqs * s.prompt * (4 * m.hidden + 6 * m.intermediate) / GiB
         gathered = 2 * P * (1 - 1 / n) / GiB if s.sharded and s.method == "full" else 0.0
         out["generate_gathered_params"] = gathered
@@ -666,14 +715,15 @@ def step_time(s: Setup) -> dict:
             waves = math.ceil(seqs / concurrent)
             gen_flops = 2 * Nc * seqs * (s.prompt + s.mean_completion)
             t_compute = gen_flops / (gpus * s.gpu.bf16_tflops * 1e12 * MFU_GEN)
-            per_decode = (2 * m.params + kv_cache_bytes(m, concurrent * (s.prompt + s.max_completion / 2))) / gpus
+            per_decode = (2 * m.params + kv_cache_bytes(m, concurrent * (s.prompt + s.max_completion / 2),
+                                                        sequences=concurrent)) / gpus
             t_memory = waves * s.max_completion * per_decode / (s.gpu.hbm_tb_s * 1e12 * HBM_EFFICIENCY)
             link = NVLINK_GB_S if s.vllm_mode == "colocate" else IB_GB_S
             out["sync_s"] = 2 * m.params / (link * 1e9) * math.ceil(per_step)
         else:
             seqs, waves = s.micro_batch * s.spg, 1
             t_compute = 2 * Nc * seqs * (s.prompt + s.max_completion) / (s.gpu.bf16_tflops * 1e12 * MFU_GEN)
-            per_decode = 2 * m.params + kv_cache_bytes(m, seqs * (s.prompt + s.max_completion / 2))
+            per_decode = 2 * m.params + kv_cache_bytes(m, seqs * (s.prompt + s.max_completion / 2), sequences=seqs)
             t_memory = s.max_completion * max(per_decode / (s.gpu.hbm_tb_s * 1e12 * HBM_EFFICIENCY), HF_DECODE_STEP_S)
         out["generation_s"] = max(t_compute, t_memory) * per_step
         out["generation_bound"] = "memory" if t_memory >= t_compute else "compute"

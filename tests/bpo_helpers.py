@@ -27,7 +27,10 @@ def bpo_args(tmp_path, **kw):
 
     base = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, num_generations=4,
                 max_completion_length=6, max_steps=2, use_cpu=True, bf16=False, report_to=[], logging_steps=1,
-                dump_first_steps=100, save_strategy="no", learning_rate=1e-5, gradient_checkpointing=False, seed=0)
+                dump_first_steps=100, save_strategy="no", learning_rate=1e-5, gradient_checkpointing=False, seed=0,
+                # 6-token completions of a random model are nearly all cut off: keep them scored (BPO's default
+                # leaves them out; tests/test_bpo_estimator.py checks that).
+                mask_truncated_completions=False)
     base.update(kw)
     return BPOConfig(**base)
 

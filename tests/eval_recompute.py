@@ -54,7 +54,28 @@ def recompute_auto(by_mode, mets):
     return out
 
 
-def recompute_all(rows):
+def _mean(xs):
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def recompute_gate(gate_rows):
+    """The gate / sampled-auto metrics from auto_gate.jsonl rows."""
+    gen = [r for r in gate_rows if r["sampled_mode"] is not None]
+    scored = [r for r in gen if r["sampled_correct"] in (True, False)]
+    notes = sorted({r["gate_note"] for r in gate_rows if r["gate_note"]})
+    return {
+        "gate": _mean([r["gate"] for r in gate_rows]), "gate_n": len([r for r in gate_rows if r["gate"] is not None]),
+        "gate_other_mass": _mean([r["other_mass"] for r in gate_rows]), "gate_note": "; ".join(notes) or None,
+        "sampled_think_rate": _div(len([r for r in gen if r["sampled_mode"] == "thinking"]), len(gen)),
+        "sampled_accuracy": _div(len([r for r in scored if r["sampled_correct"]]), len(scored)),
+        "sampled_mean_tokens": _mean([r["sampled_tokens"] for r in gen]), "sampled_n": len(gen),
+        "sampled_temperature": gen[0]["temperature"] if gen else None,
+    }
+
+
+def recompute_all(rows, gate_rows=None):
+    """Metrics per mode from generations.jsonl rows (and, for auto, auto_gate.jsonl rows when given)."""
     mets = {}
     by_mode = {}
     for r in rows:
@@ -63,6 +84,9 @@ def recompute_all(rows):
         mets[m] = recompute_mode(rs)
     if "auto" in mets:
         mets["auto"].update(recompute_auto(by_mode, mets))
+        if gate_rows:
+            ids = {r["item_id"] for r in by_mode["auto"]}
+            mets["auto"].update(recompute_gate([g for g in gate_rows if g["item_id"] in ids]))
     return mets
 
 

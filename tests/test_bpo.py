@@ -75,16 +75,18 @@ def _check_dump(output_dir, G, n_think, rows_per_step):
 
 
 def _recompute_advantages(dump):
-    """GRPO's group-relative advantage, recomputed by hand: (r - mean) / (sample std + 1e-4) per group."""
+    """GRPO's group-relative advantage, recomputed by hand: (r - mean) / (sample std + 1e-4) per group; unscorable
+    rollouts (reward None) are left out of mean and std and get 0."""
     groups = defaultdict(list)
     for r in dump:
         groups[(r["step"], r["group_id"])].append(r)
     for rows in groups.values():
-        rs = [r["reward"] for r in rows]
-        m = sum(rs) / len(rs)
-        sd = math.sqrt(sum((x - m) ** 2 for x in rs) / (len(rs) - 1))
+        rs = [r["reward"] for r in rows if r["reward"] is not None]
+        m = sum(rs) / len(rs) if rs else 0.0
+        sd = math.sqrt(sum((x - m) ** 2 for x in rs) / (len(rs) - 1)) if len(rs) > 1 else 0.0
         for r in rows:
-            assert r["advantage"] == pytest.approx((r["reward"] - m) / (sd + 1e-4), abs=1e-4)
+            want = 0.0 if r["reward"] is None else (r["reward"] - m) / (sd + 1e-4)
+            assert r["advantage"] == pytest.approx(want, abs=1e-4)
 
 
 @pytest.mark.parametrize("per_device,G,fraction", [(8, 4, 0.5), (6, 6, 1 / 3)])
@@ -254,12 +256,19 @@ def test_bad_config(tmp_path, kw, msg):
         bpo_args(tmp_path, **kw)
 
 
-def test_template_that_prefills_think_is_refused_before_training(tiny_text_model, text_tokenizer, tmp_path):
+def test_unadaptable_template_is_refused_before_training(tiny_text_model, text_tokenizer, tmp_path):
+    # Pre-filling templates are adapted (tests/test_templates.py); one that pre-fills reasoning text is refused.
+    import copy
+
     from r4b_trl.modes import ModeError
 
+    tok = copy.deepcopy(text_tokenizer)
+    tok.chat_template = ("{%- for m in messages %}{{- '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}"
+                         "{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n<think>\\nOkay, ' }}"
+                         "{%- endif %}")
     args = bpo_args(tmp_path, chat_template_kwargs={"enable_thinking": False})
-    with pytest.raises(ModeError, match="already pre-fills"):
-        _trainer(tiny_text_model, text_tokenizer, args, text_rows())
+    with pytest.raises(ModeError, match=r"^BPO: The plain ChatML chat template cannot be adapted"):
+        _trainer(tiny_text_model, tok, args, text_rows())
 
 
 def test_special_think_tokens_are_refused(tmp_path):
@@ -285,7 +294,7 @@ def test_rows_without_prompt_or_answer_are_named():
 
     ds = Dataset.from_list([{"prompt": [{"role": "user", "content": "a"}], "solution": "1"},
                             {"prompt": [{"role": "user", "content": "b"}], "solution": " "}])
-    with pytest.raises(DataError, match="row 1: column 'solution' is empty"):
+    with pytest.raises(DataError, match="row 2: column 'solution' is empty"):
         validate_train_rows(ds, "solution")
     with pytest.raises(DataError, match="no 'prompt' column"):
         validate_train_rows(Dataset.from_list([{"question": "a"}]))
@@ -301,55 +310,12 @@ def test_decision_tokens_for_bpe_and_char_tokenizers(text_tokenizer):
     assert text_tokenizer.convert_tokens_to_string([d.non_thinking_token]) == "\n\n"
 
 
-def test_thinking_cost_mask_rules():
-    from r4b_trl.bpo.telemetry import thinking_cost_mask
-
-    modes = ["thinking", "thinking", "non_thinking", "non_thinking"] * 3
-    correct = [True, False, True, False,   # a non-thinking answer is right: only the correct thinking one pays
-               True, True, False, False,   # only thinking is right (a hard item): nobody pays
-               False, False, True, True]   # thinking is wrong: wrong answers never pay
-    assert thinking_cost_mask(modes, correct, 4) == [True, False, False, False] + [False] * 8
-
-
-def test_thinking_cost_in_training(tiny_text_model, text_tokenizer, tmp_path, monkeypatch):
-    from bpo_helpers import ScriptedLLM
-
-    def accuracy_reward(completions, forced_mode, prompt_id, **kw):
-        # p0-p3: both modes right (easy); p4-p7: only thinking right (hard).
-        return [1.0 if (fm == "thinking" or int(pid[1:]) < 4) else 0.0 for fm, pid in zip(forced_mode, prompt_id)]
-
-    args = bpo_args(tmp_path, per_device_train_batch_size=8, max_steps=2, thinking_cost=0.25, shuffle_dataset=False)
-    trainer = _trainer(tiny_text_model, text_tokenizer, args, text_rows())
-    trainer.reward_funcs = [accuracy_reward]
-    trainer.reward_func_names = ["accuracy_reward"]
-    install_fake_vllm(trainer, "colocate", monkeypatch)
-    eos = text_tokenizer.convert_tokens_to_ids("<|im_end|>")
-    trainer.vllm_generation.llm = ScriptedLLM(text_tokenizer, eos)
-    trainer.train()
-    dump = read_dump(args.output_dir)
-    assert {r["mode"] for r in dump} == {"thinking", "non_thinking"}
-    for r in dump:
-        easy = int(r["prompt_id"][1:]) < 4
-        if r["forced_mode"] == "thinking":
-            assert r["reward"] == pytest.approx(0.75 if easy else 1.0)
-        else:
-            assert r["reward"] == pytest.approx(1.0 if easy else 0.0)
-    _recompute_advantages(dump)
-    easy_think_adv = [r["advantage"] for r in dump if r["forced_mode"] == "thinking" and int(r["prompt_id"][1:]) < 4]
-    hard_think_adv = [r["advantage"] for r in dump if r["forced_mode"] == "thinking" and int(r["prompt_id"][1:]) >= 4]
-    assert all(a < 0 for a in easy_think_adv) and all(a > 0 for a in hard_think_adv)
-
-
-def test_thinking_cost_bounds(tmp_path):
-    with pytest.raises(ValueError, match=r"thinking_cost=1.0 must be in \[0, 1\)"):
-        bpo_args(tmp_path, thinking_cost=1.0)
-
-
 @pytest.mark.parametrize("backend", ["transformers", "server", "colocate"])
 @pytest.mark.parametrize("vision", [False, True])
 def test_train_mode_token(tiny_text_model, tiny_vision_model, text_tokenizer, vision_processor, red_image, tmp_path,
                           monkeypatch, backend, vision):
-    """The forced decision token moves into the completion (trained); its old log-prob is log(mode share)."""
+    """The forced decision token moves into the completion (trained); the batch carries each forced row's log(mode
+    share) for the estimator, and no extra forward pass computes old log-probs (TRL's on-policy shortcut stays)."""
     pc = vision_processor if vision else text_tokenizer
     tok = getattr(pc, "tokenizer", pc)
     args = bpo_args(tmp_path, per_device_train_batch_size=8, max_steps=1, train_mode_token=True,
@@ -368,8 +334,9 @@ def test_train_mode_token(tiny_text_model, tiny_vision_model, text_tokenizer, vi
         prompt = buf["prompt_ids"][i][buf["prompt_mask"][i].bool()].tolist()
         comp = buf["completion_ids"][i].tolist()
         assert prompt[-1] == think_open  # only the auto part of the prefix stays in the prompt
-        assert buf["old_per_token_logps"][i, 0].item() == pytest.approx(
+        assert buf["bpo_decision_log_share"][i].item() == pytest.approx(
             math.log(0.25) if comp[0] == nl else math.log(0.75), abs=1e-6)
+        assert buf["bpo_decision_thinking"][i].item() == float(comp[0] == nl)
         if comp[0] == nl:
             seen["thinking"] += 1
             assert buf["tool_mask"][i, 0].item() == 1
@@ -378,6 +345,8 @@ def test_train_mode_token(tiny_text_model, tiny_vision_model, text_tokenizer, vi
             assert buf["tool_mask"][i, :3].tolist() == [1, 0, 0]  # decision trained, forced rest not
             seen["non_thinking"] += 1
     assert seen == {"thinking": 2, "non_thinking": 6}
+    if backend == "transformers":  # aligned, no vLLM: TRL needs no old log-probs and BPO adds no forward for them
+        assert "old_per_token_logps" not in buf
 
 
 def test_caller_tokenizer_is_not_modified(tiny_text_model, text_tokenizer, tmp_path):

@@ -107,7 +107,7 @@ def test_bad_data_fails_before_model_load(tiny_text_model, tmp_path, monkeypatch
         raise AssertionError("the model was loaded before the data was validated")
 
     monkeypatch.setattr(r4b_trl.models, "load_model", no_load)
-    with pytest.raises(DataError, match="row 1: the answer column 'answer' is empty"):
+    with pytest.raises(DataError, match="row 2 \\(id '2\\+2\\?'\\): the answer column 'answer' is empty"):
         recipe.main(script_args, training_args, model_args)
 
 

@@ -155,8 +155,19 @@ def test_metrics_match_hand_computed_numbers(bench, tmp_path, text_tokenizer):
     # Re-running generates nothing new and gives the same results.
     again = evaluate(make_config(bench, tmp_path / "out"), backend=backend, processing_class=text_tokenizer,
                      verifier=scripted_verifier())
-    assert backend.calls == 9  # 5 items / batch 2 = 3 calls per mode, none on the re-run
+    # 5 items / batch 2 = 3 calls per mode + 3 for the sampled auto pass, none on the re-run
+    assert backend.calls == 12
     assert again["benchmarks"] == res["benchmarks"]
+
+    # The sampled auto pass: the scripted backend answers auto the same way at T=1 (thought on q3, q4); it wraps no
+    # model, so the gate is not measured and says so.
+    assert a["sampled_think_rate"] == pytest.approx(2 / 5) and a["sampled_accuracy"] == pytest.approx(2 / 4)
+    assert a["sampled_n"] == 5 and a["sampled_temperature"] == 1.0
+    assert a["gate"] is None and a["gate_n"] == 0 and "neither a transformers model nor a vLLM engine" in a["gate_note"]
+    assert hard["sampled_think_rate"] == pytest.approx(2 / 3) and easy["sampled_think_rate"] == 0
+    sampled_prompts = backend.prompts[-5:]
+    assert all(p.endswith("<|im_start|>assistant\n<think>") for p in sampled_prompts)
+    assert "sampled think %" in report
 
 
 def test_mode_aliases_and_subset_of_modes(bench, tmp_path, text_tokenizer):
@@ -187,15 +198,15 @@ def test_bad_columns_and_rows_fail_before_the_model_loads(bench, tmp_path, monke
     write_jsonl(bad, [{"question": "ok", "answer": "1", "kind": "math"},
                       {"question": "no answer", "answer": "", "kind": "math"},
                       {"question": "odd kind", "answer": "2", "kind": "essay"}])
-    with pytest.raises(DataError, match=r"row 1: the answer column 'answer' is empty"):
+    with pytest.raises(DataError, match=r"row 2: the answer column 'answer' is empty"):
         evaluate(EvalConfig(model="x", benchmarks=[{"name": "b", "path": str(bad)}], output_dir=str(tmp_path / "o")))
     write_jsonl(bad, [{"question": "ok", "answer": "1", "kind": "math"},
                       {"question": "odd kind", "answer": "2", "kind": "essay"}])
-    with pytest.raises(DataError, match=r"benchmark 'b'.*row 1: the kind column 'kind' has 'essay'"):
+    with pytest.raises(DataError, match=r"benchmark 'b'.*row 2: the kind column 'kind' has 'essay'"):
         evaluate(EvalConfig(model="x", benchmarks=[{"name": "b", "path": str(bad), "kind_column": "kind"}],
                             output_dir=str(tmp_path / "o")))
     write_jsonl(bad, [{"id": 1, "question": "a", "answer": "1"}, {"id": 1, "question": "b", "answer": "2"}])
-    with pytest.raises(DataError, match=r"row 1: id '1' \(column 'id'\) repeats row 0"):
+    with pytest.raises(DataError, match=r"row 2 \(id '1'\): its id \(column 'id'\) repeats row 1\b"):
         evaluate(EvalConfig(model="x", benchmarks=[{"name": "b", "path": str(bad), "id_column": "id"}],
                             output_dir=str(tmp_path / "o")))
     with pytest.raises(DataError, match=r"benchmark 'gone'.*file not found"):
@@ -266,7 +277,7 @@ def test_question_template_and_answer_lists(tmp_path, text_tokenizer):
     assert "x1: which?\nOptions: A. 1  B. 2" in row["prompt"] and row["gold"] == ["B", "2"]
     cfg.benchmarks[0]["question_template"] = "{question} {choices}"
     cfg.output_dir = str(tmp_path / "out2")
-    with pytest.raises(DataError, match=r"row 0: question_template .* cannot be filled \(KeyError"):
+    with pytest.raises(DataError, match=r"row 1 \(id 'x1'\): question_template .* cannot be filled \(KeyError"):
         evaluate(cfg, backend=backend, processing_class=text_tokenizer)
 
 
@@ -347,11 +358,13 @@ def test_results_match_an_independent_recomputation(tmp_path, text_tokenizer):
     a = bench["auto"]
     assert 0 < a["accuracy"] < 1 and 0 < a["think_rate"] < 1 and 0 < a["truncation_rate"] < 1
     assert a["n_unscorable"] > 0 and a["oracle_gap"] is not None
-    for mode, met in recompute_all(gens).items():
+    gate_rows = read_jsonl(tmp_path / "out" / "auto_gate.jsonl")
+    assert len(gate_rows) == 30
+    for mode, met in recompute_all(gens, gate_rows).items():
         assert_same(met, bench[mode], mode)
     difficulty = {r["id"]: r["difficulty"] for r in rows}
     for group in ("easy", "hard"):
-        for mode, met in recompute_all([g for g in gens if difficulty[g["item_id"]] == group]).items():
+        for mode, met in recompute_all([g for g in gens if difficulty[g["item_id"]] == group], gate_rows).items():
             assert_same(met, bench[mode]["groups"][group], f"{mode}.{group}")
     assert prepare_benchmark(BenchmarkSpec.from_dict(cfg.benchmarks[0])).items[0].group == "easy"
 

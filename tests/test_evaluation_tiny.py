@@ -62,17 +62,42 @@ def test_cli_outputs_and_metrics_recomputed_from_generations(tiny_text_model, tm
     assert results["benchmark_info"]["text_math"]["num_items"] == 8
     bench = results["benchmarks"]["text_math"]
     assert set(bench) == {"auto", "thinking", "non_thinking"}
-    expected = recompute_all(rows)
+    gate_rows = read_jsonl(out / "auto_gate.jsonl")
+    expected = recompute_all(rows, gate_rows)
     for mode, met in expected.items():
         assert_same(met, bench[mode], f"text_math.{mode}")
     assert set(bench["auto"]["groups"]) == {"easy", "hard"}
     for group in ("easy", "hard"):
         group_rows = [r for r in rows if gold[r["item_id"]]["difficulty"] == group]
-        for mode, met in recompute_all(group_rows).items():
+        for mode, met in recompute_all(group_rows, gate_rows).items():
             assert_same(met, bench[mode]["groups"][group], f"text_math.{mode}.{group}")
 
+    # The gate, recomputed with a plain forward of the model on each auto prompt (one prompt at a time, no padding):
+    # P("\n") / (P("\n") + P("\n\n")) for the next token; the tiny BPE tokenizer has both as single tokens.
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_text_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_text_model, dtype=torch.float32).eval()
+    nl, nlnl = tok.encode("\n", add_special_tokens=False), tok.encode("\n\n", add_special_tokens=False)
+    assert len(nl) == len(nlnl) == 1
+    by_item = {r["item_id"]: r for r in gate_rows}
+    assert set(by_item) == {s["id"] for s in source}
+    for r in rows:
+        if r["mode"] != "auto":
+            continue
+        ids = torch.tensor([tok.encode(r["prompt"], add_special_tokens=False)])
+        with torch.no_grad():
+            p = torch.softmax(model(ids).logits[0, -1].double(), -1)
+        g = by_item[r["item_id"]]
+        assert g["gate"] == pytest.approx(float(p[nl[0]] / (p[nl[0]] + p[nlnl[0]])), abs=1e-5)
+        assert g["other_mass"] == pytest.approx(float(1 - p[nl[0]] - p[nlnl[0]]), abs=1e-5)
+        assert g["gate_note"].startswith("exact") and g["temperature"] == 1.0
+        assert g["sampled_mode"] in ("thinking", "non_thinking", "truncated") and 1 <= g["sampled_tokens"] <= 8
+    assert "gate" in proc.stdout and "sampled (T=1.0) think" in proc.stdout
+
     report = (out / "report.md").read_text()
-    assert "## text_math" in report and "By difficulty:" in report
+    assert "## text_math" in report and "By difficulty:" in report and "Auto-mode gate" in report
     table = [line for line in report.splitlines() if line.startswith(("| auto |", "| thinking |", "| non_thinking |"))]
     assert len(table) == 3
     from PIL import Image
@@ -92,6 +117,9 @@ class Interrupting:
 
     def __init__(self, backend, fail_on):
         self.backend, self.fail_on, self.calls = backend, fail_on, 0
+
+    def __getattr__(self, name):  # the wrapped backend's model (the gate pass reads it)
+        return getattr(self.backend, name)
 
     def generate(self, *a, **k):
         self.calls += 1
@@ -121,7 +149,7 @@ def test_resume_after_interruption_loses_and_duplicates_nothing(tiny_text_model,
         f.write('{"benchmark": "text_math", "mode": "thinking", "item_id": "math-0')  # killed mid-line
     counting = Interrupting(backend, fail_on=0)
     resumed = evaluate(tiny_config(tiny_text_model, out), backend=counting, processing_class=pc, is_vision=vision)
-    assert counting.calls == 4  # thinking 2 batches + non_thinking 2 batches; auto was already done
+    assert counting.calls == 6  # thinking 2 + non_thinking 2 batches + the sampled auto pass 2; auto was done
     rows = read_jsonl(out / "generations.jsonl")
     keys = [(r["mode"], r["item_id"]) for r in rows]
     assert len(keys) == len(set(keys)) == 18
@@ -133,14 +161,16 @@ def test_resume_after_interruption_loses_and_duplicates_nothing(tiny_text_model,
     counting = Interrupting(backend, fail_on=0)
     bigger = evaluate(tiny_config(tiny_text_model, out, limit=9), backend=counting, processing_class=pc,
                       is_vision=vision)
-    assert counting.calls == 3  # 3 new items per mode, one batch each
+    assert counting.calls == 4  # 3 new items per mode, one batch each, and one for the sampled auto pass
     keys = [(r["mode"], r["item_id"]) for r in read_jsonl(out / "generations.jsonl")]
     assert len(keys) == len(set(keys)) == 27
     assert bigger["benchmarks"]["text_math"]["auto"]["n"] == 9
     # ... and a smaller limit reports on the configured items only.
     smaller = evaluate(tiny_config(tiny_text_model, out, limit=6), backend=counting, processing_class=pc,
                        is_vision=vision)
-    assert smaller["benchmarks"] == fresh["benchmarks"] and counting.calls == 3
+    assert smaller["benchmarks"] == fresh["benchmarks"] and counting.calls == 4
+    gate_keys = [r["item_id"] for r in read_jsonl(out / "auto_gate.jsonl")]
+    assert len(gate_keys) == len(set(gate_keys)) == 9
 
 
 def test_text_model_refuses_image_benchmark(tiny_text_model, text_backend, tmp_path):

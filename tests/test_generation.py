@@ -83,7 +83,7 @@ def test_validate_question_rows_names_row_and_column(tmp_path):
 
     rows = [{"q": "1+1?", "a": "2"}, {"q": "  ", "a": "3"}, {"q": "x", "a": ""}]
     cols = QuestionColumns(question="q", answer="a")
-    with pytest.raises(DataError, match=r"row 1: the question column 'q' is empty; row 2: the answer column 'a'"):
+    with pytest.raises(DataError, match=r"row 2: the question column 'q' is empty; row 3: the answer column 'a'"):
         validate_question_rows(rows, cols)
     with pytest.raises(DataError, match="answer column 'answer' is not in the data"):
         validate_question_rows(rows, QuestionColumns(question="q"))

@@ -182,3 +182,64 @@ def test_push_to_hub_uses_the_r4b_card(tiny_text_model, tmp_path):
     front, body = split_card((out / "README.md").read_text())
     assert front["tags"] == ["r4b-trl", "auto-thinking", "trl", "bpo", "extra-tag"]
     assert "# bpo-run" in body and "| learning_rate | `1e-06` |" in body
+
+
+def _no_local_paths(card, *paths):
+    for p in paths:
+        assert str(p) not in card, f"local path {p} in the card"
+    assert "/tmp/" not in card
+
+
+@pytest.mark.parametrize("source", ["readme", "config", "adapter", "none"])
+def test_base_model_is_a_hub_id_or_absent(tiny_text_model, tmp_path, source):
+    """A run started from a local checkpoint names the Hub id that checkpoint stems from, or no base model; the
+    card names no local folder (not in the front matter, not in the prose, not in the settings table)."""
+    import json
+
+    from trl import ModelConfig, SFTConfig
+
+    base = tmp_path / "local" / "annealed"
+    shutil.copytree(tiny_text_model, base)
+    expected = None
+    if source == "readme":  # e.g. the card r4b-trl wrote for the SFT stage, or a Hub download's card
+        (base / "README.md").write_text("---\nlicense: apache-2.0\nbase_model:\n- Qwen/Qwen3-0.6B\n---\n# x\n")
+        expected = "Qwen/Qwen3-0.6B"
+    elif source == "config":
+        cfg = json.loads((base / "config.json").read_text())
+        cfg["_name_or_path"] = "Qwen/Qwen3-1.7B"
+        (base / "config.json").write_text(json.dumps(cfg))
+        expected = "Qwen/Qwen3-1.7B"
+    elif source == "adapter":
+        (base / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "Qwen/Qwen3-4B"}))
+        expected = "Qwen/Qwen3-4B"
+    else:  # a card that names a local path itself is no help either
+        (base / "README.md").write_text(f"---\nbase_model: {base.parent}/sft\n---\n")
+    out = tmp_path / "run" / "bpo-out"
+    shutil.copytree(tiny_text_model, out)
+    data = tmp_path / "local" / "mix.jsonl"
+    data.write_text("{}\n")
+    args = SFTConfig(output_dir=str(out), report_to=[], bf16=False, use_cpu=True)
+    path = card_from_training(out, type("S", (), {"dataset_name": str(data)})(), args,
+                              ModelConfig(model_name_or_path=str(base)), stage="bpo")
+    card = path.read_text()
+    front, body = split_card(card)
+    assert front.get("base_model") == expected
+    if expected:
+        assert f"starting from [{expected}](https://huggingface.co/{expected})." in body
+    else:
+        assert "starting from" not in body
+    assert "`mix.jsonl` (local)" in body and "datasets" not in front
+    _no_local_paths(card, base, data, tmp_path)
+
+
+def test_render_drops_a_local_base_model(tmp_path):
+    from r4b_trl.model_card import base_model_id
+
+    card = render_model_card("me/m", str(tmp_path / "nowhere"), "sft", dataset=str(tmp_path / "d.jsonl"),
+                             is_vision=False, training_args={"dataset_mixture": [{"path": str(tmp_path / "a.jsonl"),
+                                                                                 "weight": 2}]})
+    front, body = split_card(card)
+    assert "base_model" not in front and '"path": "a.jsonl"' in body
+    _no_local_paths(card, tmp_path)
+    assert base_model_id("Qwen/Qwen3-0.6B") == "Qwen/Qwen3-0.6B" and base_model_id(None) is None
+    assert base_model_id("./outputs/sft") is None and base_model_id("/abs/path") is None

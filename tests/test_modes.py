@@ -9,7 +9,6 @@ from r4b_trl.modes import (
     ModeError,
     ModePrefixes,
     TemplateStyle,
-    add_prefix_hook,
     check_generation_prompt,
     check_think_tokens,
     parse_response,
@@ -99,17 +98,26 @@ def test_render_vision_processor(vision_processor, mode):
     assert render_prompt(vision_processor, msgs, mode) == header + EXPECTED[mode][len(HEADER):]
 
 
-def test_template_that_prefills_think_is_refused(text_tokenizer):
+def test_template_that_prefills_think_is_adapted(text_tokenizer):
+    # A plain template that always pre-fills "<think>\n": thinking keeps it, non_thinking appends the rest, auto
+    # cuts it back to the assistant header. Exact text, and the pre-fill appears once.
     for mode in Mode:
-        with pytest.raises(ModeError, match="already pre-fills"):
-            render_prompt(text_tokenizer, USER, mode, chat_template=PREFILLING)
+        text = render_prompt(text_tokenizer, USER, mode, chat_template=PREFILLING)
+        assert text == EXPECTED[mode.value]
+        assert text.count("<think>") == 1
 
 
-def test_r4b_template_with_other_prefix_needs_matching_prefixes(text_tokenizer):
-    # An R-4B template whose 'short' pre-fill lacks the trailing blank line.
+def test_template_that_prefills_reasoning_text_is_refused(text_tokenizer):
+    reasoning = PLAIN_CHATML.replace("'<|im_start|>assistant\\n'", "'<|im_start|>assistant\\n<think>\\nOkay, '")
+    with pytest.raises(ModeError, match=r"The plain ChatML chat template cannot be adapted.*pre-fills more than a think block"):
+        render_prompt(text_tokenizer, USER, "auto", chat_template=reasoning)
+
+
+def test_r4b_template_with_shorter_prefix_gets_the_rest(text_tokenizer):
+    # An R-4B template whose 'short' pre-fill lacks the trailing blank line: the rest is appended.
     other = DEFAULT_CHAT_TEMPLATE.replace("'<think>\\n\\n</think>\\n\\n'", "'<think>\\n\\n</think>'")
-    with pytest.raises(ModeError, match="Configure the prefixes"):
-        render_prompt(text_tokenizer, USER, "short", chat_template=other)
+    assert other != DEFAULT_CHAT_TEMPLATE
+    assert render_prompt(text_tokenizer, USER, "short", chat_template=other) == EXPECTED["non_thinking"]
     p = ModePrefixes(non_thinking="<think>\n\n</think>")
     assert render_prompt(text_tokenizer, USER, "short", prefixes=p, chat_template=other).endswith("<think>\n\n</think>")
 
@@ -120,8 +128,9 @@ def test_missing_template_is_a_clear_error(text_tokenizer):
 
 
 def test_prefix_hook_is_inert_without_marker(text_tokenizer):
-    hooked = add_prefix_hook(text_tokenizer.chat_template)
-    assert add_prefix_hook(hooked) == hooked
+    from r4b_trl.templates import hook_template
+
+    hooked = hook_template(text_tokenizer)
     plain = text_tokenizer.apply_chat_template(USER, tokenize=False, add_generation_prompt=True, chat_template=hooked)
     assert plain == HEADER
     marked = with_prefix(USER, "<think>\n")

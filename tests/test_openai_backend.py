@@ -149,11 +149,12 @@ def test_chat_prompt_with_images_and_modes(vision_processor, text_tokenizer, red
     assert chat[0]["messages"][0]["content"][1] == {"type": "text", "text": "How many squares?"}
 
 
-def test_plain_template_uses_continue_final_message():
-    class Plain:
-        chat_template = "{% for m in messages %}{{ m.content }}{% endfor %}"
+def test_plain_template_uses_continue_final_message(text_tokenizer):
+    import copy
 
-    cp = chat_prompt_in_mode(Plain(), [{"role": "user", "content": "hi"}], "non_thinking")
+    plain = copy.deepcopy(text_tokenizer)
+    plain.chat_template = "{% for m in messages %}{{ m.content }}{% endfor %}"
+    cp = chat_prompt_in_mode(plain, [{"role": "user", "content": "hi"}], "non_thinking")
     assert cp.prefill == "<think>\n\n</think>\n\n" and cp.chat_template_kwargs == {}
     with FakeServer() as srv:
         out = OpenAIBackend(srv.url, "m").generate([cp])

@@ -86,8 +86,8 @@ def test_bad_rows_refused_before_model_load(tmp_path, tiny_text_model, monkeypat
                         "--output_dir", str(tmp_path / "o"), *CPU])
     msg = str(e.value)
     assert "2 problem(s) in 3 rows" in msg
-    assert "row 1 (id 'bare'): a non-thinking target must start with exactly" in msg
-    assert "row 2 (id 'open'): the think block is never closed" in msg
+    assert "row 2 (id 'bare'): a non-thinking target must start with exactly" in msg
+    assert "row 3 (id 'open'): the think block is never closed" in msg
     assert not (tmp_path / "o").exists()
 
 
@@ -104,7 +104,7 @@ def test_messages_rows_and_image_count_check(tmp_path, tiny_text_model):
                                         "images": []}, {"prompt": [{"role": "user", "content": [{"type": "text", "text": "q"}]}],
                                         "completion": [{"role": "assistant", "content": P.non_thinking_answer("a")}],
                                         "images": []}])
-    with pytest.raises(DataError, match="row 0: the prompt has 1 image block"):
+    with pytest.raises(DataError, match="row 1: the prompt has 1 image block"):
         load_sft_datasets(SFTScriptArguments(dataset_name=str(tmp_path / "i.jsonl")), vision=True)
     with pytest.raises(DataError, match="images but the model is a text-only model"):
         load_sft_datasets(SFTScriptArguments(dataset_name=str(CURATED)), vision=False)

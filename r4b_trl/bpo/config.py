@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from math import isclose
 
 from trl import GRPOConfig
 
+from ..errors import UsageError
 from ..modes import ModeError, PREFIX_FAMILIES
 
 
@@ -22,12 +24,23 @@ class BPOConfig(GRPOConfig):
       (every rollout pre-filled with the auto prefix ``<think>``): the baseline the paper compares against.
     * ``thinking_fraction`` (default 0.5, the paper's g + g).
     * ``prefix_family`` / ``mode_prefixes``: the prefix strings (defaults follow R-4B / Qwen3).
+    * Beyond the paper (off by default): ``train_mode_token`` (the decision-token estimator), ``thinking_margin``,
+      ``advantage_grouping``, ``mode_credit``, ``forced_schedule`` (see ``r4b_trl/bpo/advantages.py``).
     * Telemetry: the auto-mode probe (``probe_steps``), the collapse alarm, and the rollout dump.
 
-    ``beta`` defaults to 0.001 here (TRL's default is 0.0): the paper's objective has a KL term to the reference.
+    Defaults are one objective: the paper's, as the shipped recipes run it. Where they differ from TRL's
+    ``GRPOConfig``: ``beta=0.001`` (KL to the reference; TRL 0.0), ``loss_type="grpo"`` (GRPO's sequence-mean
+    aggregation; TRL "dapo") and ``mask_truncated_completions=True`` (TRL False): a cut-off rollout has no answer
+    yet, so it is neither trained on nor, in BPO, counted in its group's baseline (its reward becomes
+    unscorable); otherwise a length limit trains long thinking as *wrong* and manufactures thinking atrophy.
+    ``scale_rewards="group"`` (the paper's group-std normalisation) is TRL's default.
     """
 
     beta: float = field(default=0.001, metadata={"help": "KL coefficient (the paper's objective has a KL term)."})
+    loss_type: str = field(default="grpo", metadata={"help": "TRL's loss type; BPO's default is GRPO's sequence-mean "
+                                                             "aggregation (the paper's objective; TRL's default is dapo)."})
+    mask_truncated_completions: bool = field(default=True, metadata={"help": "Leave truncated rollouts out of the loss "
+        "and (BPO) out of their group's baseline: a cut-off answer is not a wrong one (TRL's default is false)."})
     force_modes: bool = field(default=True, metadata={"help": "Force G·f thinking + G·(1−f) non-thinking rollouts "
                                                               "per prompt (BPO). False = vanilla GRPO, free mode choice."})
     thinking_fraction: float = field(default=0.5, metadata={"help": "Share of each group forced to think."})
@@ -35,11 +48,18 @@ class BPOConfig(GRPOConfig):
     mode_prefixes: dict | None = field(default=None, metadata={"help": "Override the prefixes: keys open_tag, "
                                                                        "close_tag, auto, thinking, non_thinking."})
     train_mode_token: bool = field(default=False, metadata={"help": "Move the forced mode-decision token from the "
-        "prompt into the completion so it is trained, with the old log-probability of that token set to log(mode "
-        "share) (the behaviour policy's forcing; AdaptThink's importance correction)."})
-    thinking_cost: float = field(default=0.0, metadata={"help": "Opt-in cost c in [0, 1) for needless thinking: in a "
-        "group where some non-thinking answer is correct, every correct thinking answer scores 1 - c. Never touches "
-        "wrong answers or groups where only thinking is right. 0 = the paper's correctness-only reward."})
+        "prompt into the completion and train it with the decision-token estimator: clipped against the previous "
+        "policy, its advantage weighted by the detached correction pi_old(token)/share (docs/bpo-estimator.md)."})
+    thinking_margin: float = field(default=0.0, metadata={"help": "Margin b >= 0 on the mode-level comparison in each "
+        "group: thinking is preferred only when its rollouts beat the non-thinking ones by more than b (in reward "
+        "units). Never makes a lucky direct guess beat thinking where thinking is the more accurate mode. 0 = paper."})
+    advantage_grouping: str = field(default="mixed", metadata={"help": "mixed (R-4B: one group of G) | per_mode "
+        "(answer-token advantages normalised within each forced mode; the mode credit stays mode-level)."})
+    mode_credit: str = field(default="sequence", metadata={"help": "sequence (R-4B: every token carries the mode "
+        "credit) | decision_token (only the decision token does; needs train_mode_token)."})
+    forced_schedule: str | None = field(default=None, metadata={"help": "Forced -> free schedule 'step:share,...', "
+        "e.g. '0:1.0,100:0.5,200:0.3': from each step on, that share of groups is forced (BPO), the rest are free "
+        "auto rollouts. Unset = always forced."})
     # Auto-mode probe
     probe_steps: int = field(default=0, metadata={"help": "Run the auto-mode probe every N steps (0 = off)."})
     probe_max_new_tokens: int | None = field(default=None, metadata={"help": "Probe generation limit "
@@ -61,32 +81,63 @@ class BPOConfig(GRPOConfig):
         super().__post_init__()
 
     def _check_bpo(self):
+        """Every wrong combination is refused here, before anything (model, data) is loaded."""
         G = self.num_generations
         if self.force_modes:
-            n_think = G * self.thinking_fraction
-            if not isclose(n_think, round(n_think)):
-                raise ValueError(
-                    f"BPO: thinking_fraction={self.thinking_fraction} × num_generations={G} = {n_think} is not a whole "
-                    "number of rollouts. Choose num_generations (e.g. an even number for the default 0.5) so that both "
-                    "modes get a whole number of rollouts."
-                )
-            n_think = round(n_think)
-            if not 1 <= n_think <= G - 1:
-                raise ValueError(
-                    f"BPO: thinking_fraction={self.thinking_fraction} with num_generations={G} leaves a mode with no "
-                    "rollouts (each group needs at least one thinking and one non-thinking rollout)."
-                )
-        if self.train_mode_token and not self.force_modes:
-            raise ValueError("BPO: train_mode_token needs force_modes=true (it trains the forced decision token).")
-        if not 0.0 <= self.thinking_cost < 1.0:
-            raise ValueError(f"BPO: thinking_cost={self.thinking_cost} must be in [0, 1) so that a correct thinking "
-                             "answer still beats a wrong one.")
+            self._check_split(G, "num_generations")
+            if self.num_generations_eval is not None:
+                self._check_split(self.num_generations_eval, "num_generations_eval")
+        if self.train_mode_token:
+            if not self.force_modes:
+                raise UsageError("BPO: train_mode_token needs force_modes=true (it trains the forced decision token).")
+            if self.importance_sampling_level != "token":
+                raise UsageError(
+                    f"BPO: train_mode_token needs importance_sampling_level='token' (got "
+                    f"{self.importance_sampling_level!r}): a sequence-level ratio would average the decision token's "
+                    "forcing correction into the whole sequence.")
+            if self.loss_type in ("vespo", "luspo"):
+                raise UsageError(f"BPO: train_mode_token does not support loss_type={self.loss_type!r} (its "
+                                 "sequence-level weights would mix the decision token's correction into the sequence).")
+        if self.advantage_grouping not in ("mixed", "per_mode"):
+            raise UsageError(f"BPO: advantage_grouping={self.advantage_grouping!r}; use 'mixed' or 'per_mode'.")
+        if self.mode_credit not in ("sequence", "decision_token"):
+            raise UsageError(f"BPO: mode_credit={self.mode_credit!r}; use 'sequence' or 'decision_token'.")
+        if self.mode_credit == "decision_token" and not self.train_mode_token:
+            raise UsageError("BPO: mode_credit='decision_token' needs train_mode_token=true (the decision token must be "
+                             "in the completion to carry the credit).")
+        if not (self.thinking_margin >= 0.0 and math.isfinite(self.thinking_margin)):
+            raise UsageError(f"BPO: thinking_margin={self.thinking_margin} must be >= 0 (reward units).")
+        custom = self.advantage_grouping != "mixed" or self.mode_credit != "sequence" or self.thinking_margin > 0
+        if custom and not self.force_modes:
+            raise UsageError("BPO: thinking_margin / advantage_grouping / mode_credit act on forced groups; they need "
+                             "force_modes=true.")
+        if custom and self.multi_objective_aggregation != "sum_then_normalize":
+            raise UsageError("BPO: thinking_margin / advantage_grouping / mode_credit need "
+                             "multi_objective_aggregation='sum_then_normalize'.")
+        if self.forced_schedule:
+            from .advantages import parse_schedule
+
+            parse_schedule(self.forced_schedule)
+            if not self.force_modes:
+                raise UsageError("BPO: forced_schedule needs force_modes=true (it moves from forced to free groups).")
         if self.probe_steps < 0 or self.dump_steps < 1 or self.collapse_patience < 1:
-            raise ValueError("BPO: probe_steps must be >= 0, dump_steps >= 1 and collapse_patience >= 1.")
+            raise UsageError("BPO: probe_steps must be >= 0, dump_steps >= 1 and collapse_patience >= 1.")
         if not 0 <= self.collapse_low < self.collapse_high <= 1:
-            raise ValueError("BPO: need 0 <= collapse_low < collapse_high <= 1.")
+            raise UsageError("BPO: need 0 <= collapse_low < collapse_high <= 1.")
         if self.mode_prefixes is None and self.prefix_family not in PREFIX_FAMILIES:
             raise ModeError(f"BPO: unknown prefix_family {self.prefix_family!r}; known: {sorted(PREFIX_FAMILIES)}.")
+
+    def _check_split(self, G: int, name: str) -> None:
+        n_think = G * self.thinking_fraction
+        if not isclose(n_think, round(n_think)):
+            raise UsageError(
+                f"BPO: thinking_fraction={self.thinking_fraction} × {name}={G} = {n_think} is not a whole number of "
+                "rollouts. Choose it (e.g. an even number for the default 0.5) so that both modes get a whole number "
+                "of rollouts.")
+        if not 1 <= round(n_think) <= G - 1:
+            raise UsageError(
+                f"BPO: thinking_fraction={self.thinking_fraction} with {name}={G} leaves a mode with no rollouts (each "
+                "group needs at least one thinking and one non-thinking rollout).")
 
     @property
     def num_thinking(self) -> int:

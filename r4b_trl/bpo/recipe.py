@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from ..data.formats import QuestionColumns, to_prompt_row, validate_question_rows
 from ..data.io import load_table
+from ..errors import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +47,13 @@ class BPOScriptArguments:
 def _split(script_args: BPOScriptArguments, name: str | None, split: str):
     source = name or script_args.dataset_name
     if source is None:
-        raise ValueError("Set dataset_name (a Hub dataset id or a local JSONL/Parquet path).")
+        raise UsageError("dataset_name is not set. Set it to a Hub dataset id or a local JSONL/Parquet path.")
     if os.path.exists(source) and os.path.isdir(source) and os.path.exists(os.path.join(source, split)):
         return load_table(os.path.join(source, split)), f"{source}/{split}"
     if os.path.exists(source) and not os.path.isdir(source) and split != script_args.dataset_train_split:
         # A single local file serves one split; a second split must be another file.
-        raise ValueError(f"{source} is a single file; give the {split!r} split as its own file.")
+        raise UsageError(f"{source} is a single file, so it cannot also hold the {split!r} split; give that split "
+                         "as its own file (probe_dataset_name) or a folder with one subfolder per split.")
     return load_table(source, split=split, name=script_args.dataset_config), f"{source}[{split}]"
 
 
@@ -107,29 +109,28 @@ def setup_logging(training_args) -> None:
 
 
 def main(script_args: BPOScriptArguments, training_args, model_args) -> None:
-    """Validate everything cheap first (tokenizer, template, data), then load the model and train."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    from ..models import load_for_training, load_processing_class
+    """Validate everything cheap first (resume path, tokenizer, template, data), then load the model and train."""
+    from ..checkpoints import resolve_resume
+    from ..models import check_model_path, load_for_training, load_processing_class
     from ..rewards import accuracy_reward
     from .trainer import BPOTrainer, prefixes_from_args, validate_processing_class
 
     setup_logging(training_args)
     name = model_args.model_name_or_path
+    check_model_path(name)
+    resume = resolve_resume(training_args)
     processing_class = load_processing_class(name, trust_remote_code=training_args.trust_remote_code,
                                              revision=model_args.model_revision)
-    validate_processing_class(processing_class, prefixes_from_args(training_args), training_args.chat_template_kwargs)
+    validate_processing_class(processing_class, prefixes_from_args(training_args), training_args.chat_template_kwargs,
+                              training_args.train_mode_token)
     train, evald, probe = prepare_datasets(script_args)
 
     model, peft_config = load_for_training(model_args, training_args, script_args.peft_preset, stage="bpo")
     trainer = BPOTrainer(model=model, reward_funcs=[accuracy_reward], args=training_args, train_dataset=train,
                          eval_dataset=evald, processing_class=processing_class, probe_dataset=probe,
                          peft_config=peft_config)
-    resume = training_args.resume_from_checkpoint
-    if resume is None and os.path.isdir(training_args.output_dir):
-        resume = get_last_checkpoint(training_args.output_dir)
-        if resume:
-            logger.info("Resuming from the last checkpoint in output_dir: %s", resume)
+    if resume and training_args.resume_from_checkpoint is None:
+        logger.info("Resuming from the last checkpoint in output_dir: %s", resume)
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)
     _write_card(trainer, script_args, training_args, model_args)

@@ -32,15 +32,17 @@ class RolloutRecord:
     accuracy: float | None
     completion_tokens: int
     truncated: bool
-    completion: str
+    completion: str | None  # gathered on dump steps only
     advantage: float | None = None
+    decision_advantage: float | None = None  # advantage of the decision token (before the estimator's weight)
 
 
 def step_metrics(records: list[RolloutRecord], num_generations: int) -> dict[str, float]:
     """Per-mode metrics for one generation batch.
 
     Keys: ``bpo/<forced_mode>/{reward,accuracy,completion_length,truncated,said_thinking}`` per forced mode
-    present, ``bpo/frac_zero_spread_groups`` (groups whose rewards are all equal) and
+    present, ``bpo/frac_zero_spread_groups`` (groups of two or more scored rewards, all equal: TRL's
+    ``frac_reward_zero_std`` for groups) and
     ``bpo/think_minus_nothink_reward`` (mean over groups of mean thinking reward − mean non-thinking reward;
     only groups holding both modes count).
     """
@@ -57,7 +59,8 @@ def step_metrics(records: list[RolloutRecord], num_generations: int) -> dict[str
     zero, gaps = [], []
     for g in groups:
         vals = [r.reward for r in g if not math.isnan(r.reward)]
-        zero.append(1.0 if (len(vals) == 0 or max(vals) - min(vals) < 1e-9) else 0.0)
+        # as TRL's frac_reward_zero_std: a group with fewer than two scored rewards has no (NaN) spread, not zero
+        zero.append(1.0 if (len(vals) >= 2 and max(vals) - min(vals) < 1e-9) else 0.0)
         t = [r.reward for r in g if r.forced_mode == "thinking"]
         n = [r.reward for r in g if r.forced_mode == "non_thinking"]
         if t and n:
@@ -65,19 +68,6 @@ def step_metrics(records: list[RolloutRecord], num_generations: int) -> dict[str
     out["bpo/frac_zero_spread_groups"] = _mean(zero)
     if gaps:
         out["bpo/think_minus_nothink_reward"] = _mean(gaps)
-    return out
-
-
-def thinking_cost_mask(modes: list[str], correct: list[bool], num_generations: int) -> list[bool]:
-    """Which rollouts pay the thinking cost: correct *thinking* answers in groups where at least one *non-thinking*
-    answer is also correct. Wrong answers never pay (so a cost cannot reward a wrong answer), and a group where only
-    thinking is right pays nothing (so a cost cannot push hard items away from thinking)."""
-    out = [False] * len(modes)
-    for g in range(0, len(modes), num_generations):
-        idx = range(g, min(g + num_generations, len(modes)))
-        if any(modes[i] == "non_thinking" and correct[i] for i in idx):
-            for i in idx:
-                out[i] = modes[i] == "thinking" and correct[i]
     return out
 
 
@@ -104,6 +94,7 @@ class RolloutDump:
                 "mode": r.mode,
                 "reward": None if math.isnan(r.reward) else r.reward,
                 "advantage": r.advantage,
+                "decision_advantage": r.decision_advantage,
                 "completion_tokens": r.completion_tokens,
                 "truncated": r.truncated,
                 "completion": r.completion,
@@ -172,22 +163,33 @@ def collapse_state(think_rates: list[float], low: float, high: float, patience: 
 
 
 def probe_summary(step: int, items: list[dict], group_column: str | None) -> dict:
-    """Aggregate probe items (``mode``, ``correct``, optional group) into one history row."""
-    row = {
-        "step": step,
-        "n": len(items),
-        "think_rate": _mean([1.0 if it["mode"] == "thinking" else 0.0 for it in items]),
-        "accuracy": _mean([it["correct"] for it in items if it["correct"] is not None]),
-        "mean_tokens": _mean([it["num_tokens"] for it in items]),
-    }
+    """Aggregate probe items into one history row, overall and per group: greedy ``think_rate`` / ``accuracy``
+    (items' ``mode``, ``correct``), ``mean_tokens``; the mean ``gate`` (P(thinking decision token), normalised over
+    the two decision tokens; None where not defined) and ``gate_other_mass``; the ``sampled_think_rate`` and
+    ``sampled_accuracy`` of one T = 1 answer per item (items' ``sampled_mode``, ``sampled_correct``)."""
+
+    def stats(v: list[dict]) -> dict:
+        gates = [it.get("gate") for it in v if it.get("gate") is not None]
+        sampled = [it for it in v if it.get("sampled_mode") is not None]
+        return {
+            "n": len(v),
+            "think_rate": _mean([1.0 if it["mode"] == "thinking" else 0.0 for it in v]),
+            "accuracy": _mean([it["correct"] for it in v if it["correct"] is not None]),
+            "mean_tokens": _mean([it["num_tokens"] for it in v]),
+            "gate": _mean(gates) if gates else None,
+            "gate_other_mass": _mean([it["other_mass"] for it in v if it.get("other_mass") is not None])
+            if gates else None,
+            "sampled_think_rate": _mean([1.0 if it["sampled_mode"] == "thinking" else 0.0 for it in sampled])
+            if sampled else None,
+            "sampled_accuracy": _mean([it["sampled_correct"] for it in sampled if it["sampled_correct"] is not None])
+            if sampled else None,
+        }
+
+    row = {"step": step, **stats(items)}
     if group_column:
         groups: dict[str, list] = {}
         for it in items:
             if it.get("group") is not None:
                 groups.setdefault(str(it["group"]), []).append(it)
-        row["groups"] = {
-            g: {"n": len(v), "think_rate": _mean([1.0 if it["mode"] == "thinking" else 0.0 for it in v]),
-                "accuracy": _mean([it["correct"] for it in v if it["correct"] is not None])}
-            for g, v in sorted(groups.items())
-        }
+        row["groups"] = {g: stats(v) for g, v in sorted(groups.items())}
     return row

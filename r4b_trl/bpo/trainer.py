@@ -12,15 +12,24 @@ How the forced modes are composed (no TRL code is copied; four small overrides):
 2. ``_generate_single_turn``: vLLM *server* mode de-duplicates prompts with ``[::num_generations]`` and samples n
    per unique prompt, which would turn every rollout of a group into the first prompt's mode. We pass a sub-group
    size ``gcd(G·f, G·(1−f))`` instead, so each unique prompt is homogeneous in mode.
-3. ``_calculate_rewards``: gathers per-rollout information for per-mode telemetry and the rollout dump.
-4. ``_save``: checkpoints keep the model's own chat template (the hook is removed while saving).
+3. ``_calculate_rewards``: gathers per-rollout information for per-mode telemetry and the rollout dump (and makes
+   truncated rollouts unscorable under ``mask_truncated_completions``).
+4. ``_save``: checkpoints are saved with ``r4b_trl.templates.inference_template`` (the model's template, wrapped
+   where needed so that ``thinking_mode`` = auto/long/short reaches every mode; the hook is removed).
 
-Advantages are TRL's group-relative advantages over the *combined* group of G (BPO's mixed advantage).
+``train_mode_token`` (``_generate``, ``_compute_loss``, ``_get_per_token_logps_and_entropies``) lives in the
+``DecisionTokenEstimator`` mixin (``estimator.py``).
+
+Advantages are TRL's group-relative advantages over the *combined* group of G (BPO's mixed advantage). The options
+beyond the paper (``thinking_margin``, ``advantage_grouping``, ``mode_credit``) recompute them from the gathered
+rewards (``advantages.py``); ``train_mode_token`` trains the decision token with the estimator in ``estimator.py``.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import logging
 import math
 from contextlib import contextmanager
@@ -31,13 +40,11 @@ from transformers import TrainerCallback
 from trl import GRPOTrainer
 
 from ..data.io import DataError
-from ..rewards import assistant_turn
+from ..errors import problems, row_label
 from ..modes import (
-    PREFIX_MARKER,
     Mode,
     ModeError,
     ModePrefixes,
-    add_prefix_hook,
     chat_template_of,
     check_think_tokens,
     decision_tokens,
@@ -46,16 +53,19 @@ from ..modes import (
     render_prompt,
     with_prefix,
 )
-from .config import BPOConfig
-from .telemetry import (
-    ProbeHistory,
-    RolloutDump,
-    RolloutRecord,
-    collapse_state,
-    probe_summary,
-    step_metrics,
-    thinking_cost_mask,
+from ..rewards import assistant_turn
+from ..templates import (
+    SWITCH_KEYS,
+    check_template,
+    hook_template,
+    inference_template,
+    set_chat_template,
+    template_shape,
 )
+from .advantages import AdvantageSpec, bpo_advantages, group_is_forced, parse_schedule
+from .config import BPOConfig
+from .estimator import DEC_ADV, DEC_LOG_SHARE, DEC_THINKING, DecisionTokenEstimator
+from .telemetry import ProbeHistory, RolloutDump, RolloutRecord, collapse_state, probe_summary, step_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -64,43 +74,90 @@ def prefixes_from_args(args: BPOConfig) -> ModePrefixes:
     return get_prefixes(args.mode_prefixes if args.mode_prefixes else args.prefix_family)
 
 
-def validate_processing_class(processing_class, prefixes: ModePrefixes, chat_template_kwargs: dict | None = None) -> None:
-    """Refuse, before training, a tokenizer that would strip the think tags, or a chat template whose generation
-    prompt already pre-fills a think block (the forced prefix would double)."""
+def validate_processing_class(processing_class, prefixes: ModePrefixes, chat_template_kwargs: dict | None = None,
+                              train_mode_token: bool = False) -> None:
+    """Refuse, before any model loads, a tokenizer that would strip the think tags, or a chat template that cannot
+    be adapted so that every forced mode's prompt ends with exactly its pre-fill (``r4b_trl.templates``: the
+    template's own switch, the rest appended, or its pre-fill cut to the assistant header; one line naming the
+    template family and what to pass instead); with ``train_mode_token``, a tokenizer whose forced prefixes do not
+    both contain the decision token (the forcing probability would be wrong)."""
     check_think_tokens(processing_class, prefixes)
-    probe = [{"role": "user", "content": "1+1?"}]
     kwargs = dict(chat_template_kwargs or {})
-    text = processing_class.apply_chat_template(probe, tokenize=False, add_generation_prompt=True, **kwargs)
-    tail = text[text.rfind(prefixes.open_tag):] if prefixes.open_tag in text else ""
-    if tail and tail[len(prefixes.open_tag):].replace(prefixes.close_tag, "", 1).strip() == "":
-        raise ModeError(
-            f"BPO: the chat template (with chat_template_kwargs={kwargs}) already pre-fills the assistant turn with "
-            f"{tail!r}; BPO's forced prefixes would double it. Remove enable_thinking/thinking_mode from "
-            "chat_template_kwargs, or use a template whose generation prompt ends at the assistant header."
-        )
+    check_template(processing_class, prefixes, stage="bpo", **kwargs)
+    if train_mode_token:
+        header = template_shape(processing_class, prefixes, **kwargs).header
+        d = decision_tokens(processing_class, prefixes, context=header)
+        if not (d.thinking_in_prefix and d.non_thinking_in_prefix):
+            raise ModeError(
+                "BPO: train_mode_token needs the mode-decision token inside both forced prefixes, but this tokenizer "
+                f"generates it on one side ({d.describe()}); there the decision is already trained by plain BPO. "
+                "Set train_mode_token=false.")
 
 
-def validate_train_rows(dataset, answer_column: str | None = "solution", max_errors: int = 5) -> None:
-    """Every row needs a non-empty ``prompt`` (and answer column when one is configured)."""
+#: Reward-function arguments the trainer supplies itself (TRL's, plus BPO's forced-mode columns and prompt_id).
+_TRAINER_REWARD_KWARGS = {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric",
+                          "environments", "forced_mode", "forced_prefix", "prompt_id"}
+
+
+def reward_columns(reward_funcs) -> list[str]:
+    """The dataset columns the reward functions require: their parameters without a default that the trainer does
+    not supply (``accuracy_reward`` needs ``solution``). Model-based rewards need none."""
+    import inspect
+
+    funcs = reward_funcs if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
+    needed: list[str] = []
+    for fn in funcs:
+        if isinstance(fn, str) or not callable(fn) or hasattr(fn, "forward"):
+            continue
+        try:
+            params = inspect.signature(fn).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        for prm in params:
+            if (prm.default is inspect.Parameter.empty and prm.name not in _TRAINER_REWARD_KWARGS
+                    and prm.kind in (prm.POSITIONAL_OR_KEYWORD, prm.KEYWORD_ONLY) and prm.name not in needed):
+                needed.append(prm.name)
+    return needed
+
+
+def validate_train_rows(dataset, answer_column: str | list[str] | None = "solution", max_errors: int = 5,
+                        conversational: bool = False) -> None:
+    """Every row needs a non-empty ``prompt`` and non-empty answer column(s) (``answer_column``: one name, a list,
+    or None for none). Problems name the row (1-based, with its ``prompt_id`` / ``id``) and the column. With
+    ``conversational`` (``train_mode_token``), prompts must be message lists, not strings (checked on the first row)."""
     if dataset is None:
         return
+    answers = [answer_column] if isinstance(answer_column, str) else list(answer_column or [])
     cols = set(getattr(dataset, "column_names", None) or [])
     if cols and "prompt" not in cols:
-        raise DataError(f"BPO: the training data has no 'prompt' column (columns: {sorted(cols)}).")
-    if answer_column and cols and answer_column not in cols:
-        raise DataError(f"BPO: the training data has no {answer_column!r} answer column (columns: {sorted(cols)}).")
+        raise DataError(f"BPO: the training data has no 'prompt' column (columns: {sorted(cols)}). Give each row a "
+                        "conversational prompt (r4b_trl.data.formats.to_prompt_row builds one from a question).")
+    if conversational:
+        first = next(iter(dataset), None)
+        if first is not None and isinstance(first.get("prompt"), str):
+            raise DataError("BPO: train_mode_token needs conversational prompts (a list of messages); row 1 has a "
+                            "string prompt, whose forced prefix cannot be split at the decision token.")
+    for column in answers:
+        if cols and column not in cols:
+            raise DataError(f"BPO: the training data has no {column!r} column, which the reward function needs "
+                            f"(columns: {sorted(cols)}). Add the reference answers as {column!r}, or rename the "
+                            "answer column to it.")
     if not hasattr(dataset, "__len__"):
         return
+    if hasattr(dataset, "select_columns"):  # no image decoding
+        dataset = dataset.select_columns([c for c in ("prompt", "prompt_id", "id", *answers) if c in cols])
     errors = []
     for i, row in enumerate(dataset):
+        where = row_label(i, row.get("prompt_id", row.get("id")))
         if not row.get("prompt"):
-            errors.append(f"row {i}: column 'prompt' is empty")
-        if answer_column and (row.get(answer_column) is None or not str(row.get(answer_column)).strip()):
-            errors.append(f"row {i}: column {answer_column!r} is empty")
+            errors.append(f"{where}: column 'prompt' is empty")
+        for column in answers:
+            if row.get(column) is None or not str(row.get(column)).strip():
+                errors.append(f"{where}: column {column!r} is empty")
         if len(errors) >= max_errors:
             break
     if errors:
-        raise DataError("BPO: " + "; ".join(errors) + ".")
+        raise DataError(problems("BPO: the training data", errors, "Fill in or drop these rows."))
 
 
 def subgroup_size(args: BPOConfig, num_generations: int) -> int:
@@ -132,7 +189,13 @@ class _BPOCallback(TrainerCallback):
             control.should_training_stop = True
 
 
-class BPOTrainer(GRPOTrainer):
+def stable_prompt_id(prompt) -> str:
+    """A prompt id that is the same in every process and run (``hash()`` is salted per process)."""
+    text = json.dumps(prompt, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+class BPOTrainer(DecisionTokenEstimator, GRPOTrainer):
     """GRPO with forced bi-mode groups (R-4B's BPO). See the module docstring.
 
     Args beyond ``GRPOTrainer``'s: ``probe_dataset`` — rows with a conversational ``prompt``, a ``solution``, and
@@ -155,16 +218,20 @@ class BPOTrainer(GRPOTrainer):
             reward_funcs = [accuracy_reward]
         prefixes = prefixes_from_args(args)
         if processing_class is not None:  # fail before the model is loaded where we can
-            validate_processing_class(processing_class, prefixes, args.chat_template_kwargs)
+            validate_processing_class(processing_class, prefixes, args.chat_template_kwargs, args.train_mode_token)
             # The prefix hook is installed on our own copy: the caller's tokenizer/processor stays untouched.
             processing_class = copy.deepcopy(processing_class)
-        validate_train_rows(train_dataset, answer_column=None)
+        validate_train_rows(train_dataset, answer_column=reward_columns(reward_funcs),
+                            conversational=args.train_mode_token)
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, processing_class=processing_class, **kwargs)
         self.prefixes = prefixes
-        validate_processing_class(self.processing_class, prefixes, self.chat_template_kwargs)
+        validate_processing_class(self.processing_class, prefixes, self.chat_template_kwargs, args.train_mode_token)
+        self._advantage_spec = AdvantageSpec.from_args(args)
+        self._schedule = parse_schedule(args.forced_schedule)
         self._original_templates = self._install_prefix_hook()
-        self.decision = decision_tokens(self.processing_class, prefixes)
+        header = template_shape(self.processing_class, prefixes, **(self.chat_template_kwargs or {})).header
+        self.decision = decision_tokens(self.processing_class, prefixes, context=header)
         logger.info("BPO mode decision: %s", self.decision.describe())
         self._moved_ids = self._decision_split()
         tok = self._tokenizer
@@ -173,7 +240,10 @@ class BPOTrainer(GRPOTrainer):
         gc = getattr(self.model, "generation_config", None)
         if gc is not None and gc.eos_token_id is not None:
             self._eos_ids |= set(gc.eos_token_id if isinstance(gc.eos_token_id, (list, tuple)) else [gc.eos_token_id])
+        if tok.pad_token_id is not None:  # TRL's truncation test counts EOS and pad as a finished completion
+            self._eos_ids.add(tok.pad_token_id)
         self._records: list[RolloutRecord] | None = None
+        self._moved_rows = None
         self.rollout_dump = RolloutDump(args.output_dir, args.dump_first_steps, args.dump_steps, args.dump_rollouts)
         self.probe_dataset = probe_dataset
         self.probe_history = ProbeHistory.open(args.output_dir)
@@ -182,34 +252,30 @@ class BPOTrainer(GRPOTrainer):
     # ---------------------------------------------------------------------------------------------- templates
 
     def _install_prefix_hook(self) -> dict:
+        """Render rollouts with the adapted template (``r4b_trl.templates.hook_template``): a last message carrying
+        the forced pre-fill renders exactly as ``render_prompt`` does in that mode. Checkpoints are saved with
+        ``inference_template`` (every mode reachable with ``thinking_mode``)."""
         pc = self.processing_class
-        originals = {"pc": getattr(pc, "chat_template", None)}
-        inner = getattr(pc, "tokenizer", None)
-        if inner is not None and inner is not pc:
-            originals["inner"] = inner.chat_template
-        template = chat_template_of(pc)
-        hooked = add_prefix_hook(template)
-        pc.chat_template = hooked
-        if "inner" in originals:
-            inner.chat_template = hooked
+        kwargs = dict(self.chat_template_kwargs or {})
+        dropped = {k: kwargs.pop(k) for k in list(kwargs) if k in SWITCH_KEYS}
+        if dropped:
+            logger.info("BPO: chat_template_kwargs %s ignored: each forced mode sets the template's switch", dropped)
+        self.chat_template_kwargs = kwargs
+        originals = {"saved": inference_template(pc, self.prefixes, **kwargs)}
+        set_chat_template(pc, hook_template(pc, self.prefixes, **kwargs))
         if self.chat_template is not None:  # TRL's tool template, when tools are used
-            self.chat_template = add_prefix_hook(self.chat_template)
+            self.chat_template = hook_template(pc, self.prefixes, self.chat_template, **kwargs)
         return originals
 
     @contextmanager
     def _without_prefix_hook(self):
         pc = self.processing_class
-        inner = getattr(pc, "tokenizer", None)
-        hooked = pc.chat_template
-        pc.chat_template = self._original_templates["pc"]
-        if "inner" in self._original_templates:
-            inner.chat_template = self._original_templates["inner"]
+        hooked = chat_template_of(pc)
+        set_chat_template(pc, self._original_templates["saved"])
         try:
             yield
         finally:
-            pc.chat_template = hooked
-            if "inner" in self._original_templates:
-                inner.chat_template = hooked
+            set_chat_template(pc, hooked)
 
     def _save(self, output_dir=None, state_dict=None):
         with self._without_prefix_hook():
@@ -223,9 +289,15 @@ class BPOTrainer(GRPOTrainer):
     def _generate_and_score_completions(self, inputs):
         G = self._group_size()
         offset = self.accelerator.process_index * len(inputs)
+        groups_per_batch = self.accelerator.num_processes * len(inputs) // G
+        step = self.state.global_step
         forced = []
         for i, x in enumerate(inputs):
-            mode = forced_mode_at((offset + i) % G, G, self.args)
+            pos = offset + i
+            mode = forced_mode_at(pos % G, G, self.args)
+            if (mode is not Mode.AUTO and self.model.training and self._schedule
+                    and not group_is_forced(self._schedule, step, pos // G, groups_per_batch)):
+                mode = Mode.AUTO  # a free group of the forced -> free schedule
             prefix = self.prefixes.prefix(mode)
             x = dict(x)
             if isinstance(x["prompt"], str):
@@ -236,11 +308,12 @@ class BPOTrainer(GRPOTrainer):
             x["forced_prefix"] = prefix
             x["completions_parsed"] = self._completions_parsed()
             if "prompt_id" not in x:
-                x["prompt_id"] = str(abs(hash(str(inputs[i]["prompt"]))))
+                x["prompt_id"] = stable_prompt_id(inputs[i]["prompt"])
             forced.append(x)
+        # TRL's completions table shows completions without the pre-fill: name each row's forced mode there.
+        self._log_completion_extra("forced_mode", [x["forced_mode"] for x in forced])
         output = super()._generate_and_score_completions(forced)
-        self._set_forced_token_logps(output)
-        self._finish_records(output, G)
+        self._set_advantages(output, G)
         return output
 
     def _completions_parsed(self) -> bool:
@@ -253,128 +326,93 @@ class BPOTrainer(GRPOTrainer):
             num_generations = subgroup_size(self.args, num_generations)
         return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
 
-    # ---------------------------------------------------------------------------------------------- mode token
+    # ---------------------------------------------------------------------------------------------- advantages
 
-    def _decision_split(self) -> dict:
-        """For ``train_mode_token``: per forced mode, the prefix ids from the decision token on (moved from the prompt
-        to the completion) and the prompt-side prefix text left in the prompt."""
-        if not self.args.train_mode_token:
-            return {}
-        d = self.decision
-        tok = self._tokenizer
-        split = {}
-        for mode, ids in ((Mode.THINKING, d.thinking_ids), (Mode.NON_THINKING, d.non_thinking_ids)):
-            moved = list(ids[d.position:])
-            split[self.prefixes.prefix(mode)] = {
-                "mode": mode, "moved": moved, "prompt_side": tok.decode(list(ids[:d.position])),
-                "log_share": math.log(self.args.thinking_fraction if mode is Mode.THINKING
-                                      else 1.0 - self.args.thinking_fraction),
-            }
-        logger.info("train_mode_token: tokens moved into the completion per mode: %s",
-                    {v["mode"].value: tok.convert_ids_to_tokens(v["moved"]) for v in split.values()})
-        return split
-
-    def _generate(self, prompts):
-        out = super()._generate(prompts)
-        if not self._moved_ids:
-            return out
-        prompt_ids, completion_ids, tool_mask, completions, logprobs, extra_fields, images, tool_images = out
-        tool_mask = tool_mask if tool_mask is not None else [[1] * len(c) for c in completion_ids]
-        self._moved_rows = []
-        for i, prompt in enumerate(prompts):
-            info = self._moved_ids.get(prompt[-1].get(PREFIX_MARKER) if isinstance(prompt, list) else None)
-            k = len(info["moved"]) if info else 0
-            self._moved_rows.append(info["log_share"] if k else None)
-            if not k:
-                continue
-            if list(prompt_ids[i][-k:]) != info["moved"]:
-                raise RuntimeError(
-                    f"train_mode_token: the prompt does not end with the expected decision tokens {info['moved']} "
-                    f"(got {list(prompt_ids[i][-k:])}); the tokenizer merges the prefix with its context.")
-            prompt_ids[i] = list(prompt_ids[i][:-k])
-            completion_ids[i] = info["moved"] + list(completion_ids[i])
-            # Train the decision token; keep forced tokens after it in the sequence but out of the loss.
-            tool_mask[i] = [1] + [0] * (k - 1) + list(tool_mask[i])
-            if logprobs is not None:  # no vLLM importance correction for forced tokens (NaN is neutral in TRL)
-                logprobs[i] = [None] * k + list(logprobs[i])
-            # TRL re-renders the prompt for vision features: it must now end with the prompt-side prefix only.
-            prompt[-1][PREFIX_MARKER] = info["prompt_side"]
-        return prompt_ids, completion_ids, tool_mask, completions, logprobs, extra_fields, images, tool_images
-
-    def _set_forced_token_logps(self, output) -> None:
-        """Old log-probability of each moved decision token := log(share of its mode in the group)."""
-        rows = getattr(self, "_moved_rows", None)
-        self._moved_rows = None
-        if not rows or not any(r is not None for r in rows):
-            return
-        if output.get("old_per_token_logps") is None:
-            from trl.models.utils import disable_gradient_checkpointing
-
-            ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
-            mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
-            keys = ("pixel_values", "image_grid_thw", "pixel_attention_mask", "image_sizes", "token_type_ids",
-                    "mm_token_type_ids", "spatial_shapes", "image_position_ids", "num_images", "num_tiles")
-            fk = {k: output[k] for k in keys if k in output}
-            bs = self.args.per_device_train_batch_size if self.model.training else self.args.per_device_eval_batch_size
-            with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
-                old, _, _ = self._get_per_token_logps_and_entropies(
-                    self.model, ids, mask, output["completion_ids"].size(1), batch_size=bs, **fk)
-            output["old_per_token_logps"] = old
-        for i, log_share in enumerate(rows):
-            if log_share is not None:
-                output["old_per_token_logps"][i, 0] = log_share
-
-    # ---------------------------------------------------------------------------------------------- telemetry
-
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        from accelerate.utils import gather_object
-
-        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        local = []
-        for x, c, ids in zip(inputs, completions, completion_ids_list):
-            prefix = x.get("forced_prefix", "")  # the completion as text, rebuilt from parsed messages if need be
-            text = assistant_turn(c, prefix, self.prefixes, x.get("completions_parsed"))[len(prefix):]
-            ids = list(ids)
-            local.append((str(x.get("prompt_id")), x.get("forced_mode", "auto"), x.get("forced_prefix", ""), text,
-                          len(ids), not (ids and ids[-1] in self._eos_ids)))
-        gathered = gather_object(local)
-        modes = [parse_response(prefix + text, self.prefixes).mode for (_, _, prefix, text, _, _) in gathered]
-        names = self.reward_func_names
-        acc_col = names.index("accuracy_reward") if "accuracy_reward" in names else None
-        if self.args.thinking_cost > 0:
-            col = 0 if acc_col is None else acc_col
-            correct = [bool(v >= 1.0 - 1e-6) for v in rewards_per_func[:, col].tolist()]
-            pay = thinking_cost_mask(modes, correct, self._group_size())
-            if any(pay):
-                rewards_per_func[torch.tensor(pay, device=rewards_per_func.device), col] -= self.args.thinking_cost
-            mode_key = "train" if self.model.training else "eval"
-            self._metrics[mode_key]["bpo/thinking_cost_applied"].append(sum(pay) / max(len(pay), 1))
-        weights = self.reward_weights.to(rewards_per_func.device)
-        total = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1)
-        total[torch.isnan(rewards_per_func).all(dim=1)] = float("nan")
-        records = []
-        for j, (pid, fmode, prefix, text, ntok, trunc) in enumerate(gathered):
-            acc = None
-            if acc_col is not None:
-                v = rewards_per_func[j, acc_col].item()
-                acc = None if math.isnan(v) else float(v >= 1.0 - 1e-6 - self.args.thinking_cost)
-            records.append(RolloutRecord(pid, fmode, modes[j], total[j].item(), acc, ntok, trunc, text))
-        self._records = records
-        return rewards_per_func
-
-    def _finish_records(self, output, G: int) -> None:
+    def _set_advantages(self, output, G: int) -> None:
+        """Recompute the advantages for the options beyond the paper, attach the decision-token estimator's inputs
+        (``estimator.py``), and finish the rollout records (telemetry, dump)."""
         records, self._records = self._records, None
+        moved, self._moved_rows = self._moved_rows, None
+        spec = self._advantage_spec
+        seq = dec = None
+        if records is not None and not spec.is_paper:
+            seq, dec, groups = bpo_advantages([r.reward for r in records], [r.forced_mode for r in records], G, spec)
+            lo = self.accelerator.process_index * len(output["advantages"])
+            sl = slice(lo, lo + len(output["advantages"]))
+            dev, dt = output["advantages"].device, output["advantages"].dtype
+            output["advantages"] = torch.tensor(seq[sl], device=dev, dtype=dt)
+            logged = self._logs["advantages"]  # TRL's completions table: show the advantages that are trained
+            for _ in range(min(len(seq), len(logged))):
+                logged.pop()
+            logged.extend(seq)
+            if spec.credit == "decision_token":
+                output[DEC_ADV] = torch.tensor(dec[sl], device=dev, dtype=dt)
+            mode = "train" if self.model.training else "eval"
+            forced_groups = [g for g in groups if g["raw_gap"] is not None]
+            if spec.margin > 0 and forced_groups:  # groups where the margin, not the accuracy, decided against thinking
+                self._metrics[mode]["bpo/margin_decided"].append(
+                    sum(g["margin_decided"] for g in forced_groups) / len(forced_groups))
+        if moved is not None and any(m is not None for m in moved):
+            if DEC_ADV not in output:
+                output[DEC_ADV] = output["advantages"].clone()
+            dev = output["advantages"].device
+            nan = float("nan")
+            output[DEC_LOG_SHARE] = torch.tensor([m[0] if m else nan for m in moved], device=dev)
+            output[DEC_THINKING] = torch.tensor([float(m[1]) if m else nan for m in moved], device=dev)
         if records is None:
             return
-        advantages = self.accelerator.gather(output["advantages"].detach()).tolist()
-        for r, a in zip(records, advantages):
-            r.advantage = a
+        advantages = self.accelerator.gather(output["advantages"].detach()).tolist() if seq is None else seq
+        for j, r in enumerate(records):
+            r.advantage = advantages[j]
+            r.decision_advantage = advantages[j] if dec is None else dec[j]
         mode = "train" if self.model.training else "eval"
         for k, v in step_metrics(records, G).items():
             self._metrics[mode][k].append(v)
         step = self.state.global_step + 1
         if mode == "train" and self.accelerator.is_main_process and self.rollout_dump.wanted(step):
             self.rollout_dump.write(step, records, G)
+
+    # ---------------------------------------------------------------------------------------------- telemetry
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        """TRL's rewards, with truncated rollouts made unscorable when ``mask_truncated_completions`` is on (a cut-off
+        answer is not a wrong one: TRL then leaves it out of the group baseline), plus the per-rollout records for
+        telemetry and the dump. Texts are gathered only on dump steps."""
+        from accelerate.utils import gather_object
+
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        training = self.model.training
+        with_text = training and self.rollout_dump.wanted(self.state.global_step + 1)
+        moved = self._moved_rows or [None] * len(inputs)
+        local = []
+        for x, c, ids, mv in zip(inputs, completions, completion_ids_list, moved):
+            prefix = x.get("forced_prefix", "")  # the completion as text, rebuilt from parsed messages if need be
+            text = assistant_turn(c, prefix, self.prefixes, x.get("completions_parsed"))[len(prefix):]
+            mode = parse_response(x.get("forced_prefix", "") + text, self.prefixes).mode
+            ntok = len(ids) - (mv[2] if mv else 0)  # generated tokens only (not the moved forced ones)
+            trunc = not (len(ids) and ids[-1] in self._eos_ids)
+            local.append((str(x.get("prompt_id")), x.get("forced_mode", "auto"), mode, ntok, trunc,
+                          text if with_text else None))
+        gathered = gather_object(local)
+        if self.args.mask_truncated_completions:
+            cut = torch.tensor([g[4] for g in gathered], device=rewards_per_func.device)
+            if cut.any():
+                rewards_per_func[cut] = float("nan")
+        names = self.reward_func_names
+        acc_col = names.index("accuracy_reward") if "accuracy_reward" in names else None
+        weights = self.reward_weights.to(rewards_per_func.device)
+        total = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1)
+        total[torch.isnan(rewards_per_func).all(dim=1)] = float("nan")
+        total = total.tolist()
+        acc_vals = rewards_per_func[:, acc_col].tolist() if acc_col is not None else None
+        records = []
+        for j, (pid, fmode, mode, ntok, trunc, text) in enumerate(gathered):
+            acc = None
+            if acc_vals is not None and not math.isnan(acc_vals[j]):
+                acc = float(acc_vals[j] >= 1.0 - 1e-6)
+            records.append(RolloutRecord(pid, fmode, mode, total[j], acc, ntok, trunc, text))
+        self._records = records
+        return rewards_per_func
 
     # ---------------------------------------------------------------------------------------------- probe
 
@@ -407,47 +445,126 @@ class BPOTrainer(GRPOTrainer):
         return False
 
     def run_probe(self, step: int) -> dict | None:
-        """Greedy generation in auto mode (pre-fill ``<think>`` only) on the probe set; logs think-rate and accuracy
-        overall and per group, appends a row to ``probe_history.jsonl``."""
+        """The auto-mode probe on the probe set, in auto mode (pre-fill ``<think>`` only): per item the **gate**
+        (P(thinking decision token), normalised over the two decision tokens: one forward of the policy,
+        ``r4b_trl.gate``), a greedy answer and one answer sampled at T = 1, up to ``probe_max_new_tokens``. With
+        ``use_vllm`` the answers come from the trainer's own vLLM engine (colocate or server), after the weight sync;
+        otherwise from transformers ``generate``. The sampled pass does not disturb the training RNG. Logs
+        ``probe/*`` (think-rate, gate, sampled think-rate, accuracy, tokens, seconds; overall and per group) and
+        appends a row to ``probe_history.jsonl``."""
+        import time
+
         from accelerate.utils import gather_object
         from trl.models.utils import unwrap_model_for_generation
 
+        from ..gate import decision_site, model_gates
         from ..generation import TransformersBackend
         from ..rewards import score_response
 
+        t0 = time.time()
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
-        rows = [self.probe_dataset[i] for i in range(rank, len(self.probe_dataset), world)]
+        n_all = len(self.probe_dataset)
+        rows = [self.probe_dataset[i] for i in range(rank, n_all, world)]
+        n_local = len(rows)
+        if self.use_vllm:  # TRL's vLLM paths slice by equal per-rank counts: pad, then drop the padding
+            rows += [rows[-1] if rows else self.probe_dataset[0]] * (-(-n_all // world) - n_local)
         group_col = self.args.probe_group_column
         max_new = self.args.probe_max_new_tokens or self.args.max_completion_length
-        items = []
+        ctk = self.chat_template_kwargs or {}
+        msgs = [r["prompt"] for r in rows]
+        prompts = [render_prompt(self.processing_class, m, Mode.AUTO, self.prefixes, **ctk) for m in msgs]
+        images = [r.get("images") or ([r["image"]] if r.get("image") is not None else []) for r in rows]
+        images = images if any(images) else None
+        site = decision_site(self.processing_class, msgs[0], self.prefixes, **ctk) if rows else None
+        gates, greedy, sampled = [], [], []  # gates for this rank's own rows only (not the padding)
         was_training = self.model.training
         with unwrap_model_for_generation(self.model_wrapped, self.accelerator,
                                          gather_deepspeed3_params=self.args.ds3_gather_for_generation,
                                          gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs) as unwrapped:
             unwrapped.eval()
-            backend = TransformersBackend(unwrapped, self.processing_class, batch_size=self.args.probe_batch_size)
-            prompts = [render_prompt(self.processing_class, r["prompt"], Mode.AUTO, self.prefixes,
-                                     **(self.chat_template_kwargs or {})) for r in rows]
-            images = [r.get("images") or ([r["image"]] if r.get("image") is not None else []) for r in rows]
-            outs = backend.generate(prompts, images if any(images) else None, max_new_tokens=max_new, temperature=0.0)
+            if n_local:
+                gates = model_gates(unwrapped, self.processing_class, prompts[:n_local], site,
+                                    images[:n_local] if images else None, self.args.probe_batch_size)
+            if not self.use_vllm and n_local:
+                backend = TransformersBackend(unwrapped, self.processing_class, batch_size=self.args.probe_batch_size)
+                greedy = backend.generate(prompts, images, max_new_tokens=max_new, temperature=0.0)
+                with self._forked_rng():
+                    sampled = backend.generate(prompts, images, max_new_tokens=max_new, temperature=1.0,
+                                               seed=self.args.seed + step)
             if was_training:
                 unwrapped.train()
-        for r, out in zip(rows, outs):
-            g = out[0]
-            full = self.prefixes.auto + g.text
-            items.append({"mode": parse_response(full, self.prefixes).mode, "num_tokens": g.num_tokens,
-                          "correct": score_response(full, r.get("solution", ""), r.get("answer_kind") or "auto"),
+        if self.use_vllm:  # every rank takes part (the engine's collectives), even with no probe rows of its own
+            greedy = self._probe_vllm(msgs, images, 0.0, max_new)
+            with self._forked_rng():
+                sampled = self._probe_vllm(msgs, images, 1.0, max_new)
+        items = []
+        for r, gate, g, s in zip(rows[:n_local], gates, greedy, sampled):
+            full, full_s = self.prefixes.auto + g[0].text, self.prefixes.auto + s[0].text
+            answer_kind = r.get("answer_kind") or "auto"
+            items.append({"mode": parse_response(full, self.prefixes).mode, "num_tokens": g[0].num_tokens,
+                          "correct": score_response(full, r.get("solution", ""), answer_kind),
+                          "gate": None if gate is None else gate[0], "other_mass": None if gate is None else gate[1],
+                          "sampled_mode": parse_response(full_s, self.prefixes).mode,
+                          "sampled_correct": score_response(full_s, r.get("solution", ""), answer_kind),
                           "group": r.get(group_col) if group_col else None})
         items = gather_object(items)
         row = probe_summary(step, items, group_col)
+        row["seconds"] = round(time.time() - t0, 3)
+        row["engine"] = f"vllm-{self.vllm_generation.mode}" if self.use_vllm else "transformers"
+        row["max_new_tokens"] = max_new
+        row["gate_note"] = site.note if site is not None else None
         self.probe_history.rows = [x for x in self.probe_history.rows if x["step"] != step] + [row]
         if self.accelerator.is_main_process:
             self.probe_history.append(row)
         m = self._metrics["train"]
-        m["probe/think_rate"].append(row["think_rate"])
-        m["probe/accuracy"].append(row["accuracy"])
-        m["probe/mean_tokens"].append(row["mean_tokens"])
+        for key in ("think_rate", "accuracy", "mean_tokens", "gate", "sampled_think_rate", "sampled_accuracy",
+                    "seconds"):
+            if row.get(key) is not None:
+                m[f"probe/{key}"].append(row[key])
         for g, v in row.get("groups", {}).items():
-            m[f"probe/{g}/think_rate"].append(v["think_rate"])
-            m[f"probe/{g}/accuracy"].append(v["accuracy"])
+            for key in ("think_rate", "accuracy", "gate", "sampled_think_rate"):
+                if v.get(key) is not None:
+                    m[f"probe/{g}/{key}"].append(v[key])
         return row
+
+    @contextmanager
+    def _forked_rng(self):
+        """Sample without moving the training RNG streams (CPU and, on GPU, this device)."""
+        devices = [self.accelerator.device.index or 0] if self.accelerator.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            yield
+
+    def _probe_vllm(self, messages: list, images, temperature: float, max_new_tokens: int) -> list:
+        """Generate one auto-mode answer per probe prompt through the trainer's vLLM engine (TRL's
+        ``VLLMGeneration``: colocate or server), after syncing the weights if this step has not; sampling settings
+        are the probe's own for the call (temperature, no top-p/top-k/min-p, no extra generation kwargs)."""
+        from ..generation import Generation
+
+        prompts = [with_prefix(m, self.prefixes.auto) for m in messages]  # the prefix hook renders the pre-fill
+        if images is not None:
+            from trl.data_utils import prepare_multimodal_messages
+
+            prompts = [prepare_multimodal_messages(p, images=im) for p, im in zip(prompts, images)]
+        prompt_ids, imgs, _ = self._tokenize_prompts(prompts) if prompts else ([], None, {})
+        gen = self.vllm_generation
+        if self.state.global_step != self._last_loaded_step:
+            gen.sync_weights()
+            self._last_loaded_step = self.state.global_step
+        keys = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_completion_length",
+                "generation_kwargs")
+        saved = {k: getattr(gen, k) for k in keys}
+        try:
+            gen.temperature, gen.top_p, gen.top_k, gen.min_p, gen.repetition_penalty = temperature, 1.0, 0, None, 1.0
+            gen.max_completion_length, gen.generation_kwargs = max_new_tokens, {}
+            _, completion_ids, _, _ = gen.generate(prompts=prompt_ids, images=imgs, num_generations=1)
+        finally:
+            for k, v in saved.items():
+                setattr(gen, k, v)
+        out = []
+        for ids in completion_ids:
+            ids = list(ids)
+            end = next((k for k, t in enumerate(ids) if t in self._eos_ids), None)
+            kept = ids if end is None else ids[:end]
+            out.append([Generation(self._tokenizer.decode(kept, skip_special_tokens=True),
+                                   len(kept) + (end is not None), end is not None)])
+        return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import problems, row_label
 from .io import DataError, images_of, require_columns, user_prompt
 
 
@@ -38,25 +39,26 @@ def _blank(value: Any) -> bool:
 
 def validate_question_rows(rows, cols: QuestionColumns, source: str = "dataset", need_answer: bool = True,
                            check_images: bool = False, max_errors: int = 5) -> None:
-    """Raise :class:`DataError` naming the rows and columns that lack a question (or answer) or whose images
-    cannot be decoded."""
+    """Raise :class:`DataError` naming the rows (1-based number and id) and columns that lack a question (or
+    answer) or whose images cannot be decoded."""
     names = rows.column_names if hasattr(rows, "column_names") else (list(rows[0].keys()) if len(rows) else [])
     require_columns(names, {k: v for k, v in cols.required().items() if k != "answer" or need_answer}, source)
     errors = []
     for i, row in enumerate(rows):
+        where = row_label(i, row.get(cols.id) if cols.id else None)
         if _blank(row.get(cols.question)):
-            errors.append(f"row {i}: the question column {cols.question!r} is empty")
+            errors.append(f"{where}: the question column {cols.question!r} is empty")
         if need_answer and cols.answer and _blank(row.get(cols.answer)):
-            errors.append(f"row {i}: the answer column {cols.answer!r} is empty")
+            errors.append(f"{where}: the answer column {cols.answer!r} is empty")
         if check_images and cols.image:
             try:
-                images_of(row, cols.image, cols.image_base_dir, where=f"row {i}")
+                images_of(row, cols.image, cols.image_base_dir, where=where)
             except DataError as e:
                 errors.append(str(e))
         if len(errors) >= max_errors:
             break
     if errors:
-        raise DataError(f"{source}: " + "; ".join(errors) + ". Fix or drop these rows.")
+        raise DataError(problems(source, errors, "Fix or drop these rows."))
 
 
 def row_id(row: dict, index: int, cols: QuestionColumns) -> str:
@@ -69,7 +71,8 @@ def row_id(row: dict, index: int, cols: QuestionColumns) -> str:
 def to_prompt_row(row: dict, index: int, cols: QuestionColumns, load_images: bool = True) -> dict:
     """TRL's conversational prompt form: ``prompt`` (messages with image blocks), ``solution``, ``images``,
     ``prompt_id``, plus ``kind`` / ``group`` and the configured extra columns when present."""
-    imgs = images_of(row, cols.image, cols.image_base_dir, where=f"row {index}") if (cols.image and load_images) else []
+    where = row_label(index, row.get(cols.id) if cols.id else None)
+    imgs = images_of(row, cols.image, cols.image_base_dir, where=where) if (cols.image and load_images) else []
     out = {
         "prompt": user_prompt(str(row[cols.question]), len(imgs), cols.system_prompt),
         "prompt_id": row_id(row, index, cols),

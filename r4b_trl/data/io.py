@@ -10,10 +10,12 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..errors import UsageError
+
 LOCAL_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
 
-class DataError(ValueError):
+class DataError(UsageError):
     """Bad input data: the message names the source, row and field, and says what to do."""
 
 

@@ -116,4 +116,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ..errors import cli
+
+    raise SystemExit(cli(main))

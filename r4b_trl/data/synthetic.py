@@ -398,4 +398,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from ..errors import cli
+
+    raise SystemExit(cli(main))
