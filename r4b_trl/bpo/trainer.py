@@ -28,8 +28,6 @@ rewards (``advantages.py``); ``train_mode_token`` trains the decision token with
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import logging
 import math
 from math import gcd
@@ -38,124 +36,35 @@ import torch
 from transformers import TrainerCallback
 from trl import GRPOTrainer
 
-from ..data.io import DataError
-from ..errors import problems, row_label
 from ..modes import (
     Mode,
-    ModeError,
-    ModePrefixes,
-    check_think_tokens,
     decision_tokens,
-    get_prefixes,
     parse_response,
     with_prefix,
 )
+from ..rewards import assistant_turn
 from ..templates import (
     SWITCH_KEYS,
     chat_template_swapped,
-    check_template,
     hook_template,
     inference_template,
     set_chat_template,
     template_shape,
 )
 from .advantages import AdvantageSpec, bpo_advantages, group_is_forced, parse_schedule
+from .checks import (  # noqa: F401  (re-exported: recipe.py and users import them from here)
+    prefixes_from_args,
+    reward_columns,
+    stable_prompt_id,
+    validate_processing_class,
+    validate_train_rows,
+)
 from .config import BPOConfig
 from .estimator import DEC_ADV, DEC_LOG_SHARE, DEC_THINKING, DecisionTokenEstimator
 from .probe import ProbeMixin
 from .telemetry import ProbeHistory, RolloutDump, RolloutRecord, step_metrics
 
 logger = logging.getLogger(__name__)
-
-
-def prefixes_from_args(args: BPOConfig) -> ModePrefixes:
-    return get_prefixes(args.mode_prefixes if args.mode_prefixes else args.prefix_family)
-
-
-def validate_processing_class(processing_class, prefixes: ModePrefixes, chat_template_kwargs: dict | None = None,
-                              train_mode_token: bool = False) -> None:
-    """Refuse, before any model loads, a tokenizer that would strip the think tags, or a chat template that cannot
-    be adapted so that every forced mode's prompt ends with exactly its pre-fill (``r4b_trl.templates``: the
-    template's own switch, the rest appended, or its pre-fill cut to the assistant header; one line naming the
-    template family and what to pass instead); with ``train_mode_token``, a tokenizer whose forced prefixes do not
-    both contain the decision token (the forcing probability would be wrong)."""
-    check_think_tokens(processing_class, prefixes)
-    kwargs = dict(chat_template_kwargs or {})
-    check_template(processing_class, prefixes, stage="bpo", **kwargs)
-    if train_mode_token:
-        header = template_shape(processing_class, prefixes, **kwargs).header
-        d = decision_tokens(processing_class, prefixes, context=header)
-        if not (d.thinking_in_prefix and d.non_thinking_in_prefix):
-            raise ModeError(
-                "BPO: train_mode_token needs the mode-decision token inside both forced prefixes, but this tokenizer "
-                f"generates it on one side ({d.describe()}); there the decision is already trained by plain BPO. "
-                "Set train_mode_token=false.")
-
-
-#: Reward-function arguments the trainer supplies itself (TRL's, plus BPO's forced-mode columns and prompt_id).
-_TRAINER_REWARD_KWARGS = {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric",
-                          "environments", "forced_mode", "forced_prefix", "prompt_id"}
-
-
-def reward_columns(reward_funcs) -> list[str]:
-    """The dataset columns the reward functions require: their parameters without a default that the trainer does
-    not supply (``accuracy_reward`` needs ``solution``). Model-based rewards need none."""
-    import inspect
-
-    funcs = reward_funcs if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
-    needed: list[str] = []
-    for fn in funcs:
-        if isinstance(fn, str) or not callable(fn) or hasattr(fn, "forward"):
-            continue
-        try:
-            params = inspect.signature(fn).parameters.values()
-        except (TypeError, ValueError):
-            continue
-        for prm in params:
-            if (prm.default is inspect.Parameter.empty and prm.name not in _TRAINER_REWARD_KWARGS
-                    and prm.kind in (prm.POSITIONAL_OR_KEYWORD, prm.KEYWORD_ONLY) and prm.name not in needed):
-                needed.append(prm.name)
-    return needed
-
-
-def validate_train_rows(dataset, answer_column: str | list[str] | None = "solution", max_errors: int = 5,
-                        conversational: bool = False) -> None:
-    """Every row needs a non-empty ``prompt`` and non-empty answer column(s) (``answer_column``: one name, a list,
-    or None for none). Problems name the row (1-based, with its ``prompt_id`` / ``id``) and the column. With
-    ``conversational`` (``train_mode_token``), prompts must be message lists, not strings (checked on the first row)."""
-    if dataset is None:
-        return
-    answers = [answer_column] if isinstance(answer_column, str) else list(answer_column or [])
-    cols = set(getattr(dataset, "column_names", None) or [])
-    if cols and "prompt" not in cols:
-        raise DataError(f"BPO: the training data has no 'prompt' column (columns: {sorted(cols)}). Give each row a "
-                        "conversational prompt (r4b_trl.data.formats.to_prompt_row builds one from a question).")
-    if conversational:
-        first = next(iter(dataset), None)
-        if first is not None and isinstance(first.get("prompt"), str):
-            raise DataError("BPO: train_mode_token needs conversational prompts (a list of messages); row 1 has a "
-                            "string prompt, whose forced prefix cannot be split at the decision token.")
-    for column in answers:
-        if cols and column not in cols:
-            raise DataError(f"BPO: the training data has no {column!r} column, which the reward function needs "
-                            f"(columns: {sorted(cols)}). Add the reference answers as {column!r}, or rename the "
-                            "answer column to it.")
-    if not hasattr(dataset, "__len__"):
-        return
-    if hasattr(dataset, "select_columns"):  # no image decoding
-        dataset = dataset.select_columns([c for c in ("prompt", "prompt_id", "id", *answers) if c in cols])
-    errors = []
-    for i, row in enumerate(dataset):
-        where = row_label(i, row.get("prompt_id", row.get("id")))
-        if not row.get("prompt"):
-            errors.append(f"{where}: column 'prompt' is empty")
-        for column in answers:
-            if row.get(column) is None or not str(row.get(column)).strip():
-                errors.append(f"{where}: column {column!r} is empty")
-        if len(errors) >= max_errors:
-            break
-    if errors:
-        raise DataError(problems("BPO: the training data", errors, "Fill in or drop these rows."))
 
 
 def subgroup_size(args: BPOConfig, num_generations: int) -> int:
@@ -185,12 +94,6 @@ class _BPOCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.trainer._maybe_probe(state.global_step):
             control.should_training_stop = True
-
-
-def stable_prompt_id(prompt) -> str:
-    """A prompt id that is the same in every process and run (``hash()`` is salted per process)."""
-    text = json.dumps(prompt, sort_keys=True, default=str, ensure_ascii=False)
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
 
 
 class BPOTrainer(DecisionTokenEstimator, ProbeMixin, GRPOTrainer):
@@ -297,6 +200,7 @@ class BPOTrainer(DecisionTokenEstimator, ProbeMixin, GRPOTrainer):
                 x["prompt"] = with_prefix(x["prompt"], prefix)
             x["forced_mode"] = mode.value
             x["forced_prefix"] = prefix
+            x["completions_parsed"] = self._completions_parsed()
             if "prompt_id" not in x:
                 x["prompt_id"] = stable_prompt_id(inputs[i]["prompt"])
             forced.append(x)
@@ -305,6 +209,11 @@ class BPOTrainer(DecisionTokenEstimator, ProbeMixin, GRPOTrainer):
         output = super()._generate_and_score_completions(forced)
         self._set_advantages(output, G)
         return output
+
+    def _completions_parsed(self) -> bool:
+        """Does TRL hand rewards messages parsed by a response template (reasoning_content + content)?"""
+        tok = self._tokenizer
+        return getattr(tok, "response_template", None) is not None or getattr(tok, "response_schema", None) is not None
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         if num_generations == self._group_size():
@@ -371,9 +280,8 @@ class BPOTrainer(DecisionTokenEstimator, ProbeMixin, GRPOTrainer):
         moved = self._moved_rows or [None] * len(inputs)
         local = []
         for x, c, ids, mv in zip(inputs, completions, completion_ids_list, moved):
-            text = c[0]["content"] if isinstance(c, list) else c
-            if isinstance(text, list):  # content blocks
-                text = "".join(b.get("text", "") for b in text if isinstance(b, dict))
+            prefix = x.get("forced_prefix", "")  # the completion as text, rebuilt from parsed messages if need be
+            text = assistant_turn(c, prefix, self.prefixes, x.get("completions_parsed"))[len(prefix):]
             mode = parse_response(x.get("forced_prefix", "") + text, self.prefixes).mode
             ntok = len(ids) - (mv[2] if mv else 0)  # generated tokens only (not the moved forced ones)
             trunc = not (len(ids) and ids[-1] in self._eos_ids)
