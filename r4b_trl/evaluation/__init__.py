@@ -4,7 +4,7 @@
 
 For every benchmark (a local JSONL/Parquet file or a Hub dataset) and every mode (``auto``, ``thinking``,
 ``non_thinking``; R-4B's ``long`` / ``short`` accepted) the model answers every item with the mode's assistant
-pre-fill (``modes.render_prompt``), on the transformers or the vLLM backend. What it said is parsed
+pre-fill (``templates.render_prompt``), on the transformers or the vLLM backend. What it said is parsed
 (``modes.parse_response``) and the final answer checked by ``r4b_trl.rewards.verify``.
 
 Outputs in ``output_dir``:
