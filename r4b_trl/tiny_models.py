@@ -1,6 +1,6 @@
 """Offline tiny random-weight models for tests and smoke runs.
 
-    python -m r4b_trl.tiny_models --out DIR --kind text|vision|qwen3_5|demo
+    python -m r4b_trl.tiny_models --out DIR --kind text|vision|qwen3_5|demo [--head_dim 32]
 
 * ``text``: a Qwen3 causal LM (2 layers, hidden 64) with a byte-level BPE tokenizer trained here with
   ``tokenizers`` (Qwen2-style pre-tokenisation, so ``\\n`` and ``\\n\\n`` are distinct tokens), ``<think>`` and
@@ -130,7 +130,10 @@ def _save_qwen3(out: Path, tok, seed: int, vocab_multiple: int, **config) -> obj
     return model
 
 
-def build_text_model(out: str | os.PathLike, hidden_size: int = 64, num_layers: int = 2, seed: int = 0) -> Path:
+def build_text_model(out: str | os.PathLike, hidden_size: int = 64, num_layers: int = 2, seed: int = 0,
+                     head_dim: int | None = None) -> Path:
+    """The tiny Qwen3 text model. ``head_dim`` defaults to ``hidden_size // 4`` (16); vLLM's CPU attention needs
+    ``head_dim >= 32`` (``make test-vllm`` builds it with ``head_dim=32``: 4 heads of 32 on a 64-wide residual)."""
     from r4b_trl.chat_templates import qwen3_chat_template
 
     out = Path(out)
@@ -138,7 +141,7 @@ def build_text_model(out: str | os.PathLike, hidden_size: int = 64, num_layers: 
     tok.chat_template = qwen3_chat_template()
     model = _save_qwen3(out, tok, seed, 64, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
                         num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
-                        head_dim=hidden_size // 4, max_position_embeddings=4096)
+                        head_dim=head_dim or hidden_size // 4, max_position_embeddings=4096)
     _write_readme(out, "text", model)
     return out
 
@@ -390,9 +393,11 @@ def _write_readme(out: Path, kind: str, model, extra: dict | None = None) -> Non
     (out / "r4b_tiny.json").write_text(json.dumps({"kind": kind, "parameters": n, **(extra or {})}))
 
 
-def build(out: str | os.PathLike, kind: str = "text") -> Path:
+def build(out: str | os.PathLike, kind: str = "text", head_dim: int | None = None) -> Path:
+    if head_dim is not None and kind != "text":
+        raise ValueError(f"--head_dim applies to --kind text only, not {kind!r}")
     if kind == "text":
-        return build_text_model(out)
+        return build_text_model(out, head_dim=head_dim)
     if kind == "vision":
         return build_vision_model(out)
     if kind == "demo":
@@ -406,8 +411,10 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="directory to write the model to")
     parser.add_argument("--kind", choices=["text", "vision", "qwen3_5", "demo"], default="text")
+    parser.add_argument("--head_dim", type=int, default=None,
+                        help="text kind: attention head size (default 16); vLLM on a CPU needs >= 32")
     args = parser.parse_args(argv)
-    path = build(args.out, args.kind)
+    path = build(args.out, args.kind, head_dim=args.head_dim)
     print(f"wrote a tiny {args.kind} model to {path}")
 
 
