@@ -30,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from r4b_trl.plots import end_labels, pyplot, save_figure  # noqa: E402
+
 #: name -> (recipes/bpo.py options on top of recipes/demo/bpo.yaml, label)
 VARIANTS = {
     "bpo_token_margin": (["--train_mode_token", "true", "--thinking_margin", "0.5"],
@@ -269,10 +271,7 @@ def _panels(data: dict, title: str, series: list[tuple[str, str, str]], ylabel: 
     """One panel per variant; each series (curve name, label, colour[, style]) a mean line with its min–max band,
     labelled at its right end (no legend). Styles differ (width, marker) so that equal curves stay visible: the
     series drawn first is thick and light, later ones thinner with their own markers."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = sorted(data, key=lambda v: PLOT_ORDER.index(v) if v in PLOT_ORDER else len(PLOT_ORDER))
     fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names) + 0.6, 3.9), sharey=True, squeeze=False)
@@ -290,18 +289,7 @@ def _panels(data: dict, title: str, series: list[tuple[str, str, str]], ylabel: 
             ax.plot(steps, mean, color=color, lw=lw, alpha=alpha, marker=marker, ms=5, mew=1.3)
             ends.append([steps[-1], mean[-1], label, color])
             ax.set_xlim(0, steps[-1] * 1.3)  # room for the end labels inside the panel
-        ends.sort(key=lambda e: e[1])  # keep end labels apart vertically, inside the axes
-        lo, hi = ylim or ax.get_ylim()
-        gap = 0.09 * (hi - lo)
-        for i in range(1, len(ends)):
-            ends[i][1] = max(ends[i][1], ends[i - 1][1] + gap)
-        if ends and ends[-1][1] > hi - gap / 2:
-            ends[-1][1] = hi - gap / 2
-            for i in range(len(ends) - 2, -1, -1):
-                ends[i][1] = min(ends[i][1], ends[i + 1][1] - gap)
-        for x, y, label, color in ends:
-            ax.annotate(label, (x, y), xytext=(4, 0), textcoords="offset points", color=color, fontsize=10,
-                        fontweight="bold", va="center", annotation_clip=False)
+        end_labels(ax, ends, *(ylim or ax.get_ylim()), gap=0.09, dx=4)  # kept apart vertically
         ax.set_title(data[v]["label"], fontsize=11)
         ax.set_xlabel("RL step", fontsize=11)
         ax.grid(alpha=0.3)
@@ -312,9 +300,7 @@ def _panels(data: dict, title: str, series: list[tuple[str, str, str]], ylabel: 
     ns = sorted({len(d["seeds"]) for d in data.values()}) or [0]
     n = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
     fig.suptitle(f"{title}  (line: mean of {n} seed{'s' if n != '1' else ''}; band: min–max)", fontsize=13)
-    fig.tight_layout(rect=(0, 0, 0.97, 0.95))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, rect=(0, 0, 0.97, 0.95), dpi=110)
 
 
 def plots(data: dict, outdir: Path) -> list[str]:

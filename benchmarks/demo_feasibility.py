@@ -115,7 +115,7 @@ def think_probability(model, tok, rows) -> dict:
     averaged per difficulty (greedy decoding only shows which side of 0.5 it is on)."""
     import torch
 
-    from r4b_trl.modes import render_prompt
+    from r4b_trl.templates import render_prompt
     from r4b_trl.tiny_models import mode_decision_tokens
 
     info = mode_decision_tokens(tok)
@@ -451,7 +451,8 @@ def cmd_minirl(a):
     import torch
 
     from r4b_trl.data.io import read_jsonl
-    from r4b_trl.modes import ModePrefixes, parse_response, render_prompt
+    from r4b_trl.modes import ModePrefixes, parse_response
+    from r4b_trl.templates import render_prompt
 
     work = Path(a.work)
     test = read_jsonl(a.test or (work / "data" / "test.jsonl"))

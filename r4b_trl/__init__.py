@@ -9,7 +9,7 @@ They are imported on first use: ``import r4b_trl`` does not import TRL.
 
 __version__ = "0.1.0"
 
-from .modes import Mode, ModeError, ModePrefixes, get_prefixes, parse_response, render_prompt, resolve_mode  # noqa: E402,F401
+from .modes import Mode, ModeError, ModePrefixes, get_prefixes, parse_response, resolve_mode  # noqa: E402,F401
 
 #: Top-level name -> the module that defines it (imported on first access).
 _LAZY = {
@@ -28,6 +28,7 @@ _LAZY = {
     "verify": ".rewards",
     "extract_answer": ".rewards",
     # generation in a forced mode
+    "render_prompt": ".templates",
     "TransformersBackend": ".generation",
     "VLLMBackend": ".generation",
     "OpenAIBackend": ".generation",
@@ -51,8 +52,7 @@ _LAZY = {
     "DataError": ".data.io",
 }
 
-__all__ = ["Mode", "ModeError", "ModePrefixes", "get_prefixes", "parse_response", "render_prompt", "resolve_mode",
-           *_LAZY]
+__all__ = ["Mode", "ModeError", "ModePrefixes", "get_prefixes", "parse_response", "resolve_mode", *_LAZY]
 
 
 def __getattr__(name: str):

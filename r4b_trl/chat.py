@@ -16,7 +16,8 @@ import argparse
 import sys
 from typing import IO, Sequence
 
-from .modes import Mode, ModePrefixes, get_prefixes, parse_response, render_prompt, resolve_mode
+from .modes import Mode, ModePrefixes, get_prefixes, parse_response, resolve_mode
+from .templates import render_prompt
 
 THINKING_HEADER = "[thinking]"
 ANSWER_HEADER = "[answer]"

@@ -17,6 +17,8 @@ import json
 import math
 from pathlib import Path
 
+from .plots import end_labels, pyplot, save_figure
+
 MODES = ("auto", "thinking", "non_thinking")
 LEVELS = ("easy", "hard", "all")
 KEYS = ("accuracy", "think_rate", "mean_tokens", "n")
@@ -133,28 +135,10 @@ def _probe(path: Path) -> list[dict]:
 
 # ---------------------------------------------------------------------------------------------------- plots
 
-def _end_labels(ax, ends, lo=0.0, hi=1.0):
-    """Write each curve's label at its right end, pushed apart vertically so none hides another."""
-    ends = sorted(ends, key=lambda e: e[1])
-    gap = 0.08 * (hi - lo)
-    for i in range(1, len(ends)):
-        ends[i][1] = max(ends[i][1], ends[i - 1][1] + gap)
-    if ends and ends[-1][1] > hi:  # pushed past the top: restack downward from the top
-        ends[-1][1] = hi
-        for i in range(len(ends) - 2, -1, -1):
-            ends[i][1] = min(ends[i][1], ends[i + 1][1] - gap)
-    for x, y, label, color in ends:
-        ax.annotate(label, (x, y), xytext=(5, 0), textcoords="offset points", color=color, fontsize=10,
-                    fontweight="bold", va="center", annotation_clip=False)
-
-
 def _curve_panels(path: Path, probes: dict, labels: dict, title: str, series: list, ylabel: str) -> None:
     """One panel per trained model, x = RL step; ``series`` = (history key, level, label, colour, style). The
     thicker, lighter line is drawn first so that an identical thinner line on top stays visible."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = list(probes)
     fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names) + 0.8, 4.0), sharey=True, squeeze=False)
@@ -174,24 +158,19 @@ def _curve_panels(path: Path, probes: dict, labels: dict, title: str, series: li
         ax.set_ylim(-0.04, 1.04)
         if steps:
             ax.set_xlim(min(steps), max(steps) + 0.32 * max(1, max(steps) - min(steps)))
-        _end_labels(ax, ends)
+        end_labels(ax, ends)
         ax.set_title(labels.get(name, name), fontsize=11)
         ax.set_xlabel("RL step (0 = annealed model)", fontsize=11)
         ax.tick_params(labelsize=10)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(ylabel, fontsize=11)
     fig.suptitle(title, fontsize=12)
-    fig.tight_layout(rect=(0, 0, 1, 0.88))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, rect=(0, 0, 1, 0.88), dpi=110)
 
 
 def _accuracy_vs_tokens(path: Path, models: dict, labels: dict) -> None:
     """One panel per model: accuracy against mean output tokens, per mode (marker) on hard and easy (colour)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = list(models)
     fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names) + 0.6, 3.9), sharey=True, sharex=True,
@@ -218,9 +197,7 @@ def _accuracy_vs_tokens(path: Path, models: dict, labels: dict) -> None:
     axes[0][0].set_xlim(0, 1.25 * xmax)
     axes[0][0].set_ylabel("accuracy (%)", fontsize=11)
     fig.suptitle("Accuracy vs tokens, greedy, held-out test (auto: circled)", fontsize=13)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, rect=(0, 0, 1, 0.93), dpi=110)
 
 
 def _plots(out: Path, models: dict, probes: dict, labels: dict) -> list[str]:

@@ -23,7 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from .modes import Mode, ModePrefixes, render_prompt
+from .modes import Mode, ModePrefixes
+from .templates import render_prompt
 
 __all__ = ["DecisionSite", "decision_site", "gates_from_logits", "model_gates", "vllm_gates", "backend_gates",
            "auto_gate_rows", "gate_metrics", "mean_or_none", "AUTO_GATE_FILE"]

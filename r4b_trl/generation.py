@@ -1,6 +1,6 @@
 """Generation backends shared by evaluation, curation, chat and the BPO auto-mode probe.
 
-Prompts reach a backend as *rendered text* (``modes.render_prompt``), so the mode switch is identical on every
+Prompts reach a backend as *rendered text* (``templates.render_prompt``), so the mode switch is identical on every
 backend; images travel alongside as PIL images. Each backend returns, per prompt, ``n`` :class:`Generation` s.
 
 * :class:`TransformersBackend` — CPU or GPU, batched, left-padded ``generate``.
@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
-from .modes import Mode, ModePrefixes, render_prompt, resolve_mode
+from .modes import Mode, ModePrefixes, resolve_mode
+from .templates import render_prompt
 
 
 @dataclass
@@ -216,7 +217,7 @@ class ChatPrompt:
 def chat_prompt_in_mode(processing_class, messages: list[dict], mode: str | Mode,
                         prefixes: ModePrefixes | None = None, **template_kwargs) -> ChatPrompt:
     """The :class:`ChatPrompt` that makes a server whose chat template matches ``processing_class`` render exactly
-    what :func:`~r4b_trl.modes.render_prompt` renders for ``mode`` (checked here, by rendering it locally): the
+    what :func:`~r4b_trl.templates.render_prompt` renders for ``mode`` (checked here, by rendering it locally): the
     template's own switch where it pre-fills the mode exactly; else the switch plus the rest as an assistant
     pre-fill, where the template renders that pre-fill verbatim; else the adapted template
     (:func:`~r4b_trl.templates.inference_template`, ``thinking_mode``) sent with the request."""
@@ -291,7 +292,7 @@ class OpenAIBackend:
     """Any OpenAI-compatible endpoint (``vllm serve MODEL``, ``trl vllm-serve``, hosted APIs).
 
     * Rendered text prompts (``str``) go to ``/v1/completions``, ``batch_size`` prompts per request, so the mode's
-      pre-fill is exactly what :func:`~r4b_trl.modes.render_prompt` wrote.
+      pre-fill is exactly what :func:`~r4b_trl.templates.render_prompt` wrote.
     * :class:`ChatPrompt` s (needed for rows with images) go to ``/v1/chat/completions``, one request per row, with
       the images as base64 ``image_url`` parts and the mode as ``chat_template_kwargs``.
     * Requests run on ``concurrency`` threads; connection errors, timeouts, 408/429 and 5xx answers are retried

@@ -5,8 +5,8 @@ Every stage (SFT, BPO, evaluation, curation, chat) imports its notion of a *mode
 * the three modes a user can ask for (``auto``, ``thinking``, ``non_thinking``) and their aliases
   (R-4B's ``long`` / ``short``),
 * the assistant pre-fill ("prefix") that forces each mode, configurable per model family,
-* rendering a prompt in a mode for any chat template (``render_prompt``, ``check_template``: the adaptation itself
-  lives in :mod:`r4b_trl.templates` and is re-exported here),
+* (rendering a prompt in a mode for any chat template, ``render_prompt`` / ``check_template``, lives in
+  :mod:`r4b_trl.templates`, which builds on this module),
 * parsing what a model said (prefix + generated text) into mode, reasoning and final answer,
 * checks that a tokenizer can carry the think tags through decoding.
 """
@@ -32,10 +32,6 @@ __all__ = [
     "parse_response",
     "TemplateStyle",
     "template_style",
-    "render_prompt",
-    "check_generation_prompt",
-    "check_template",
-    "mode_plan",
     "check_think_tokens",
     "add_think_tokens",
     "PREFIX_MARKER",
@@ -386,6 +382,3 @@ def decision_tokens(tokenizer, prefixes: ModePrefixes | None = None, context: st
 
     return DecisionTokens(pos, t_ids, n_ids, name(t_ids), name(n_ids))
 
-
-# Rendering in a mode lives in r4b_trl.templates (the template adaptation); re-exported here, its historical home.
-from .templates import check_generation_prompt, check_template, mode_plan, render_prompt  # noqa: E402,F401

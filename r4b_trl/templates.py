@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -522,3 +523,14 @@ def set_chat_template(processing_class, template: str) -> None:
     inner = getattr(processing_class, "tokenizer", None)
     if inner is not None and inner is not processing_class:
         inner.chat_template = template
+
+
+@contextmanager
+def chat_template_swapped(processing_class, template: str):
+    """Use ``template`` inside the block (e.g. while saving a checkpoint), then put the current template back."""
+    current = chat_template_of(processing_class)
+    set_chat_template(processing_class, template)
+    try:
+        yield
+    finally:
+        set_chat_template(processing_class, current)

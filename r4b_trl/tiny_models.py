@@ -1,6 +1,6 @@
 """Offline tiny random-weight models for tests and smoke runs.
 
-    python -m r4b_trl.tiny_models --out DIR --kind text|vision|qwen3_5|demo
+    python -m r4b_trl.tiny_models --out DIR --kind text|vision|qwen3_5|demo [--head_dim 32]
 
 * ``text``: a Qwen3 causal LM (2 layers, hidden 64) with a byte-level BPE tokenizer trained here with
   ``tokenizers`` (Qwen2-style pre-tokenisation, so ``\\n`` and ``\\n\\n`` are distinct tokens), ``<think>`` and
@@ -130,7 +130,10 @@ def _save_qwen3(out: Path, tok, seed: int, vocab_multiple: int, **config) -> obj
     return model
 
 
-def build_text_model(out: str | os.PathLike, hidden_size: int = 64, num_layers: int = 2, seed: int = 0) -> Path:
+def build_text_model(out: str | os.PathLike, hidden_size: int = 64, num_layers: int = 2, seed: int = 0,
+                     head_dim: int | None = None) -> Path:
+    """The tiny Qwen3 text model. ``head_dim`` defaults to ``hidden_size // 4`` (16); vLLM's CPU attention needs
+    ``head_dim >= 32`` (``make test-vllm`` builds it with ``head_dim=32``: 4 heads of 32 on a 64-wide residual)."""
     from r4b_trl.chat_templates import qwen3_chat_template
 
     out = Path(out)
@@ -138,7 +141,7 @@ def build_text_model(out: str | os.PathLike, hidden_size: int = 64, num_layers: 
     tok.chat_template = qwen3_chat_template()
     model = _save_qwen3(out, tok, seed, 64, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
                         num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
-                        head_dim=hidden_size // 4, max_position_embeddings=4096)
+                        head_dim=head_dim or hidden_size // 4, max_position_embeddings=4096)
     _write_readme(out, "text", model)
     return out
 
@@ -192,9 +195,26 @@ def register_image_only_processors() -> dict:
     return _REGISTERED
 
 
+def _save_image_text(out: Path, model, tok, image_processor, processor_name: str, chat_template: str) -> None:
+    """Save a random-weight image-text model (safetensors, sampling generation config) with its image-only
+    processor (:func:`register_image_only_processors`) and tokenizer, both carrying ``chat_template``."""
+    from transformers import GenerationConfig
+
+    model.generation_config = GenerationConfig(
+        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"), pad_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
+        bos_token_id=None, do_sample=True, temperature=1.0,
+    )
+    model.save_pretrained(out, safe_serialization=True)
+    processor_cls = register_image_only_processors()[processor_name]
+    processor = processor_cls(image_processor=image_processor, tokenizer=tok, chat_template=chat_template)
+    processor.save_pretrained(out)
+    tok.chat_template = chat_template
+    tok.save_pretrained(out)
+
+
 def build_vision_model(out: str | os.PathLike, seed: int = 0) -> Path:
     import torch
-    from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     from r4b_trl.chat_templates import DEFAULT_CHAT_TEMPLATE
@@ -239,19 +259,10 @@ def build_vision_model(out: str | os.PathLike, seed: int = 0) -> Path:
         tie_word_embeddings=True,
     )
     model = Qwen2_5_VLForConditionalGeneration(cfg)
-    model.generation_config = GenerationConfig(
-        eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], bos_token_id=None, do_sample=True,
-        temperature=1.0,
-    )
-    model.save_pretrained(out, safe_serialization=True)
     # A tiny pixel budget: small images become 1-4 image tokens.
     image_processor = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=28 * 28 * 4, patch_size=14,
                                                temporal_patch_size=2, merge_size=2)
-    processor_cls = register_image_only_processors()["Qwen2_5_VLImageOnlyProcessor"]
-    processor = processor_cls(image_processor=image_processor, tokenizer=tok, chat_template=DEFAULT_CHAT_TEMPLATE)
-    processor.save_pretrained(out)
-    tok.chat_template = DEFAULT_CHAT_TEMPLATE
-    tok.save_pretrained(out)
+    _save_image_text(out, model, tok, image_processor, "Qwen2_5_VLImageOnlyProcessor", DEFAULT_CHAT_TEMPLATE)
     _write_readme(out, "vision", model)
     return out
 
@@ -268,7 +279,7 @@ def build_qwen3_5_model(out: str | os.PathLike, seed: int = 0, template: str = "
     (``Qwen3VLImageOnlyProcessor``) and Qwen3.5's chat template as TRL ships it (``qwen3_5_think``, which
     pre-fills ``<think>\n``; ``qwen3_5_nothink`` is the 2B's)."""
     import torch
-    from transformers import GenerationConfig, Qwen3_5Config, Qwen3_5ForConditionalGeneration
+    from transformers import Qwen3_5Config, Qwen3_5ForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     from r4b_trl.chat_templates import _trl_template
@@ -299,18 +310,9 @@ def build_qwen3_5_model(out: str | os.PathLike, seed: int = 0, template: str = "
         tie_word_embeddings=True,
     )
     model = Qwen3_5ForConditionalGeneration(cfg)
-    model.generation_config = GenerationConfig(
-        eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], bos_token_id=None, do_sample=True,
-        temperature=1.0,
-    )
-    model.save_pretrained(out, safe_serialization=True)
     image_processor = Qwen2VLImageProcessorPil(min_pixels=32 * 32, max_pixels=32 * 32 * 4, patch_size=16,
                                                temporal_patch_size=2, merge_size=2)
-    processor_cls = register_image_only_processors()["Qwen3VLImageOnlyProcessor"]
-    processor = processor_cls(image_processor=image_processor, tokenizer=tok, chat_template=chat_template)
-    processor.save_pretrained(out)
-    tok.chat_template = chat_template
-    tok.save_pretrained(out)
+    _save_image_text(out, model, tok, image_processor, "Qwen3VLImageOnlyProcessor", chat_template)
     _write_readme(out, "qwen3_5", model, extra={"chat_template": template})
     return out
 
@@ -391,9 +393,11 @@ def _write_readme(out: Path, kind: str, model, extra: dict | None = None) -> Non
     (out / "r4b_tiny.json").write_text(json.dumps({"kind": kind, "parameters": n, **(extra or {})}))
 
 
-def build(out: str | os.PathLike, kind: str = "text") -> Path:
+def build(out: str | os.PathLike, kind: str = "text", head_dim: int | None = None) -> Path:
+    if head_dim is not None and kind != "text":
+        raise ValueError(f"--head_dim applies to --kind text only, not {kind!r}")
     if kind == "text":
-        return build_text_model(out)
+        return build_text_model(out, head_dim=head_dim)
     if kind == "vision":
         return build_vision_model(out)
     if kind == "demo":
@@ -407,8 +411,10 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="directory to write the model to")
     parser.add_argument("--kind", choices=["text", "vision", "qwen3_5", "demo"], default="text")
+    parser.add_argument("--head_dim", type=int, default=None,
+                        help="text kind: attention head size (default 16); vLLM on a CPU needs >= 32")
     args = parser.parse_args(argv)
-    path = build(args.out, args.kind)
+    path = build(args.out, args.kind, head_dim=args.head_dim)
     print(f"wrote a tiny {args.kind} model to {path}")
 
 

@@ -131,7 +131,7 @@ def test_chat_rejects_unknown_mode_before_loading(capsys):
 def test_stream_reports_the_same_generation_as_generate(tiny_text_model, text_tokenizer):
     from r4b_trl.data.io import user_prompt
     from r4b_trl.generation import TransformersBackend
-    from r4b_trl.modes import render_prompt
+    from r4b_trl.templates import render_prompt
 
     backend = TransformersBackend.from_pretrained(tiny_text_model, batch_size=1)
     prompt = render_prompt(text_tokenizer, user_prompt("What is 2+3?"), "thinking")

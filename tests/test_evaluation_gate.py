@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from r4b_trl.gate import decision_site, model_gates, vllm_gates
-from r4b_trl.modes import Mode, ModePrefixes, render_prompt
+from r4b_trl.modes import Mode, ModePrefixes
+from r4b_trl.templates import render_prompt
 
 P = ModePrefixes()
 MSG = [{"role": "user", "content": "7 3 1 ="}]

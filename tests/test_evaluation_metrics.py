@@ -184,7 +184,7 @@ def test_mode_aliases_and_subset_of_modes(bench, tmp_path, text_tokenizer):
 
 
 def test_bad_columns_and_rows_fail_before_the_model_loads(bench, tmp_path, monkeypatch, text_tokenizer):
-    import r4b_trl.evaluation as ev
+    import r4b_trl.evaluation.run as ev  # where evaluate() looks load_backend up
 
     def no_model(*a, **k):
         raise AssertionError("the model must not be loaded when the data is bad")

@@ -9,14 +9,13 @@ from r4b_trl.modes import (
     ModeError,
     ModePrefixes,
     TemplateStyle,
-    check_generation_prompt,
     check_think_tokens,
     parse_response,
-    render_prompt,
     resolve_mode,
     template_style,
     with_prefix,
 )
+from r4b_trl.templates import check_generation_prompt, render_prompt
 
 USER = [{"role": "user", "content": "What is 2+3?"}]
 HEADER = "<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n"

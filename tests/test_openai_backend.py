@@ -180,7 +180,7 @@ def test_curation_through_openai_endpoint(tmp_path, tiny_vision_model):
     """Text rows go to /v1/completions rendered with the local processor, image rows to chat completions."""
     from r4b_trl.data.curation import CurationConfig, curate
     from r4b_trl.data.io import read_jsonl, write_jsonl
-    from r4b_trl.modes import render_prompt
+    from r4b_trl.templates import render_prompt
 
     src = tmp_path / "d.jsonl"
     from r4b_trl.data.sample_set import squares_image

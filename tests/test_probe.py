@@ -43,7 +43,8 @@ def direct_gates(model_path, tokenizer):
     """P("\\n") / (P("\\n") + P("\\n\\n")) after each auto prompt, one unpadded forward per prompt."""
     from transformers import AutoModelForCausalLM
 
-    from r4b_trl.modes import Mode, render_prompt
+    from r4b_trl.modes import Mode
+    from r4b_trl.templates import render_prompt
 
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
     nl, nlnl = (tokenizer.encode(t, add_special_tokens=False) for t in ("\n", "\n\n"))
@@ -98,7 +99,8 @@ class RecordingServer(FakeServerClient):
 @pytest.mark.parametrize("vllm_mode", ["colocate", "server"])
 def test_probe_generates_on_the_trainers_vllm_engine(tiny_text_model, text_tokenizer, tmp_path, monkeypatch,
                                                      vllm_mode):
-    from r4b_trl.modes import Mode, render_prompt
+    from r4b_trl.modes import Mode
+    from r4b_trl.templates import render_prompt
 
     args = bpo_args(tmp_path, per_device_train_batch_size=8, max_steps=1, probe_steps=1, probe_max_new_tokens=5)
     trainer = make_trainer(tiny_text_model, text_tokenizer, args)

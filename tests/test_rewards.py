@@ -3,6 +3,7 @@
 import faulthandler
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -23,19 +24,32 @@ def conv(text):
     "text, expected",
     [
         (r"so \boxed{5}", "5"),
-        (r"\boxed{1} no wait \boxed{2}", "2"),
+        (r"\boxed{1} no wait \boxed{2}", "1, 2"),  # several boxes: one set answer
         (r"\boxed{\frac{1}{2}}", r"\frac{1}{2}"),
         (r"\fbox{7}", "7"),
         (r"\boxed {x}", "x"),
         (r"\boxed{\{1,2\}}", r"\{1,2\}"),
-        (r"\boxed{3} then \boxed{4", "3"),  # the last box never closes: the last complete one counts
-        ("  The answer is 5.  ", "The answer is 5."),
+        (r"\boxed{a \\ b}", r"a \\ b"),  # \\ is a line break, not an escaped brace
+        (r"\boxed{3} then \boxed{4", ""),  # a box that never closes: no answer
+        ("  The answer is 5.  ", "5"),
+        ("Answer: $x = 2$", "x = 2"),
+        ("We add them.\nSo $x = 5$.", "x = 5"),
+        ("Therefore, the probability that Alice wins is 2/3.", "2/3"),
+        (r"Step one gives \boxed{3}. The final answer is 7.", "7"),  # a closing statement after the boxes wins
+        ("0.5", "0.5"),
+        ("maybe 7 or 1", ""),
         ("", ""),
         (None, ""),
     ],
 )
 def test_extract_answer(text, expected):
     assert extract_answer(text) == expected
+
+
+def test_extract_answer_by_kind():
+    assert extract_answer("The answer is (B).", "choice") == "(B)"
+    assert extract_answer("The capital is Paris", "exact") == "The capital is Paris"
+    assert extract_answer("The capital is Paris", "math") == ""
 
 
 # ---------------------------------------------------------------- verify: math
@@ -59,8 +73,23 @@ def test_extract_answer(text, expected):
         ("The answer is 5.", "5"),
         (r"The answer is $\frac{1}{2}$.", "0.5"),
         (r"Adding up, the total is 12, so the answer is \boxed{17}.", "17"),
-        (r"\boxed{1} Hmm, no. \boxed{2}", "2"),
         (r"\boxed{1, 2}", r"\{2, 1\}"),
+        (r"\boxed{(1, 2)}, \boxed{(2, 1)}", "(2, 1), (1, 2)"),  # a multi-part answer boxed part by part
+        (r"\boxed{1} and \boxed{-2}", r"\{-2, 1\}"),
+        ("1 000", "1000"),  # thousands separated by a space (not 1·0)
+        ("1000,99", "1000.99"),  # a decimal comma
+        ("The answer is 1,000,000.", "1000000"),
+        ("\u22123", "-3"),  # Unicode minus
+        ("The answer is \u22123.", "-3"),
+        ("2 1/2", r"\frac{5}{2}"),  # a mixed number
+        (r"\boxed{2\frac{1}{2}}", "2.5"),
+        (r"\boxed{12 cm^2}", "12"),  # a unit outside \text{}
+        (r"\boxed{12\text{ cm}^2}", "12"),
+        ("12 cm", "12"),
+        (r"We try \boxed{3}, which fails. The final answer is 7.", "7"),
+        ("So $x = 5$.", "5"),
+        (r"Therefore $x \geq 5$ is the solution.", r"x \ge 5"),
+        ("Final Answer: The largest $n$ is 34.", "34"),
         (r"\boxed{x = 5}", "5"),
         (r"\boxed{5\text{ cm}}", "5"),
         ("We have a solution of 2+3=5 so the answer is $\\boxed{5}$", r"We find \boxed{5}."),
@@ -78,8 +107,12 @@ def test_math_equivalent(answer, gold):
         (r"\boxed{\frac{1}{3}}", "0.5"),
         (r"\boxed{x^2}", "y^2"),
         (r"\boxed{(x+1)^2}", "x^2+1"),
-        (r"\boxed{5} Hmm, no. \boxed{6}", "5"),  # the last box wins
-        (r"\boxed{2}", r"\boxed{1} \boxed{2} \boxed{3}"),  # several boxes in the gold: its last one counts
+        (r"\boxed{5} Hmm, no. \boxed{6}", "5"),  # a hedge across boxes is the set {5, 6}
+        (r"\boxed{1} Hmm, no. \boxed{2}", "2"),
+        (r"\boxed{2}", r"\boxed{1} \boxed{2} \boxed{3}"),  # several boxes in the gold: a set
+        (r"\boxed{(1, 2)}", "(2, 1), (1, 2)"),
+        ("1 000", "0"),
+        ("1000,99", "1000"),
         ("I don't know.", "5"),
         ("", "5"),
     ],
@@ -89,10 +122,68 @@ def test_math_different(answer, gold):
     assert verify(answer, gold) is False
 
 
-def test_several_boxes_take_the_last():
+def test_several_boxes_are_one_set():
     text = r"First guess \boxed{4}. Checking again, \boxed{5}."
-    assert verify(text, "5") is True
+    assert verify(text, "5") is False
     assert verify(text, "4") is False
+    assert verify(text, r"\{4, 5\}") is True
+
+
+# ---------------------------------------------------------------- adversarial: one stated answer or nothing
+
+ADVERSARIAL = [  # (answer, gold, kind, expected) — a policy must not be paid for any of these
+    # hedging
+    ("maybe 7 or 1", "1", "math", False),
+    ("It is 1 or 7.", "1", "math", False),
+    ("The answer is 1 or 7.", "1", "math", False),
+    ("The answer is either 1 or 2", "2", "math", False),
+    (r"\boxed{1} or \boxed{7}", "1", "math", False),
+    (r"\boxed{1 \text{ or } 7}", "1", "math", False),
+    (r"The answer is \boxed{1}. Or maybe 7.", "1", "math", True),  # the box is the stated answer
+    (r"The answer is 1. Or maybe 7.", "1", "math", False),  # a value after the statement: no answer
+    # candidate lists
+    ("1, 2, 3, 4, 5", "3", "math", False),
+    (r"\boxed{1, 2, 3}", "2", "math", False),
+    ("Possible answers: 3, 4, 5", "4", "math", False),
+    ("x = 1\nx = 2\nx = 3", "1", "math", False),
+    # the gold only mentioned
+    ("$x^2$ where x = 1", "1", "math", False),
+    ("The answer is between 1 and 10.", "1", "math", False),
+    ("The answer is not 1.", "1", "math", False),
+    ("I considered 5 but the answer is 6.", "5", "math", False),
+    ("The answer is 6, not 5.", "5", "math", False),
+    ("\u2603 1 \u2211 \ud83d\ude00", "1", "math", False),
+    ("}{1$^ \\frac 1 <br> 1", "1", "math", False),
+    (r"\boxed{1} \boxed{\sqrt{}", "1", "math", False),  # a box that never closes
+    (r"\boxed{\boxed{\le 8 $7$ !}}", "7", "math", False),  # boxes in a box, junk in it
+    ("17 7 7 7", "7", "math", False),  # numbers side by side are not one value
+    (r"11 0 \pi", "0", "math", False),
+    # prose with numbers
+    ("There are 3 apples and 2 oranges, so 5 fruits in all and 7 plates.", "5", "math", False),
+    ("We need 12 eggs for 3 cakes.", "12", "math", False),
+    ("Adding 2 and 3 gives 5.", "5", "math", False),
+    # the same for choices
+    ("A or B", "B", "choice", False),
+    ("The answer is A or B.", "B", "choice", False),
+    ("(A) (B) (C) (D)", "B", "choice", False),
+    (r"\boxed{A} \boxed{B}", "B", "choice", False),
+    ("I would pick B, since A and C fail.", "B", "choice", False),
+    ("Both A and B are plausible.", "B", "choice", False),
+    ("The answer is B.", "B", "choice", True),
+    # and for exact answers
+    ("Paris or Lyon", "Paris", "exact", False),
+    ("The answer is Paris, or maybe Lyon.", "Paris", "exact", False),
+    ("It's not Paris.", "Paris", "exact", False),
+    (r"\boxed{Paris} \boxed{Lyon}", "Paris", "exact", False),
+    ("The answer is Paris.", "Paris", "exact", True),
+    (r"\boxed{Paris}", "Paris", "exact", True),
+]
+
+
+@pytest.mark.parametrize("answer, gold, kind, expected", ADVERSARIAL)
+def test_adversarial(answer, gold, kind, expected):
+    assert verify(answer, gold, kind) is expected
+    assert score_response(THINK + "work\n</think>\n\n" + answer, gold, kind) == float(expected)
 
 
 # ---------------------------------------------------------------- verify: choice
@@ -252,21 +343,13 @@ def test_reward_unparseable_gold_is_none():
     assert accuracy_reward([r"\boxed{5}", r"\boxed{5}"], ["", "5"]) == [None, 1.0]
 
 
-def test_reward_gold_parsed_once_per_solution(monkeypatch):
-    import math_verify
-
-    calls = []
-    real_parse = math_verify.parse
-
-    def counting_parse(text, *args, **kwargs):
-        calls.append(text)
-        return real_parse(text, *args, **kwargs)
-
-    monkeypatch.setattr(math_verify, "parse", counting_parse)
-    gold = r"\frac{1234}{4321}"
-    out = accuracy_reward([rf"\boxed{{{i}}}" for i in range(8)], [gold] * 8)
-    assert out == [0.0] * 8
-    assert sum(gold in c for c in calls) == 1
+def test_in_process_checks_agree_with_the_pool(monkeypatch):
+    comps = [r"\boxed{5}", "The answer is 5.", "maybe 5 or 6", r"\boxed{(B)}", "Paris."]
+    sols = ["5", "5", "5", "B", "paris"]
+    pooled = accuracy_reward(comps, sols)
+    monkeypatch.setattr(rewards, "WORKERS", 0)
+    monkeypatch.setattr(rewards, "_pool", None)
+    assert accuracy_reward(comps, sols) == pooled == [1.0, 1.0, 0.0, 1.0, 1.0]
 
 
 @pytest.mark.parametrize(
@@ -316,19 +399,20 @@ def test_reward_matches_trl_on_plain_cases():
 PATHOLOGICAL = [
     r"\boxed{9^9^9^9^9}",
     r"\boxed{9^{9^{9^{9}}}}",
-    r"\boxed{10^{10^{10}}}",  # one C-level integer power: only the size check can stop it
+    r"\boxed{10^{10^{10}}}",  # one C-level integer power
     r"\boxed{(10^{9})!}",
     r"\boxed{\binom{1000000000}{500000000}}",  # evaluated while parsing
     r"\boxed{(x+1)^{1000}}",  # a long simplify
-    "{" * 900,  # the LaTeX parser is quadratic on nesting
+    r"\boxed{\prod_{k=1}^{10^{10}} k}",
+    r"\boxed{e^{e^{e^{e^{e}}}}}",
+    "{" * 900,
     r"\boxed{" + "{" * 100_000,
     "(" * 100_000,
 ]
 
 
 def _timed_scores(texts, gold):
-    # A regression here can hang inside one C call that holds the GIL; faulthandler's C watchdog then ends the
-    # test run with a traceback instead of hanging it.
+    # A regression here could hang the caller; faulthandler's C watchdog then ends the run with a traceback.
     faulthandler.dump_traceback_later(60, exit=True)
     try:
         start = time.monotonic()
@@ -340,42 +424,32 @@ def _timed_scores(texts, gold):
 
 @pytest.mark.parametrize("text", PATHOLOGICAL)
 def test_pathological_answer_is_bounded(text, monkeypatch):
-    """Either a size check rejects the input at once, or the time bound cuts the check short. Wall-clock bounds
-    are only a hang guard here: on a loaded 2-core machine seconds are not a reliable measure (unbounded,
-    (x+1)^1000 vs 5 takes about 5 s; bounded, about 1 s)."""
+    """Either the size checks reject the input at once, or its worker is killed at the deadline."""
     monkeypatch.setattr(rewards, "TIMEOUT_S", 1.0)
-    before = rewards.TIMEOUTS
     out, elapsed = _timed_scores([text], "5")
     assert out == [0.0]
-    assert elapsed < 1.0 or rewards.TIMEOUTS > before, f"took {elapsed:.1f} s and the time bound never fired"
-    assert elapsed < 30.0
+    assert elapsed < 1.0 + 1.5, elapsed  # the deadline plus a process round trip on a loaded machine
 
 
-def test_pathological_gold_is_bounded(monkeypatch):
+def test_pathological_gold_is_unscorable(monkeypatch):
     monkeypatch.setattr(rewards, "TIMEOUT_S", 1.0)
-    gold = r"\boxed{\binom{1000000001}{500000000}}"
     start = time.monotonic()
-    assert verify(r"\boxed{5}", gold, "math") is None  # parsing the gold timed out: unscorable
-    assert time.monotonic() - start < 5.0
+    assert verify(r"\boxed{5}", r"\boxed{\binom{1000000001}{500000000}}", "math") is None
+    assert time.monotonic() - start < 1.0 + 1.5
 
 
-def test_default_timeout_is_a_few_seconds():
-    assert 0 < rewards.TIMEOUT_S <= 3.0
+def test_default_timeout():
+    assert 0 < rewards.TIMEOUT_S <= 1.0
 
 
-def test_bounded_in_a_worker_thread_and_nothing_leaks(monkeypatch):
-    """TRL runs async reward functions off the main thread, where math-verify's signal alarms cannot work."""
-    monkeypatch.setattr(rewards, "TIMEOUT_S", 1.0)
+def test_bounded_in_a_worker_thread_and_later_calls_are_right(monkeypatch):
+    """TRL runs async reward functions off the main thread, where signal alarms cannot work."""
+    monkeypatch.setattr(rewards, "TIMEOUT_S", 0.5)
     result = {}
 
     def work():
         try:
-            out, elapsed = _timed_scores([r"\boxed{(x+1)^{1000}}", "{" * 900, r"\boxed{5}"], "5")
-            busy_until = time.monotonic() + 1.5  # plain Python work after the guarded calls must not be interrupted
-            n = 0
-            while time.monotonic() < busy_until:
-                n += 1
-            result.update(out=out, elapsed=elapsed)
+            result["out"] = _timed_scores([r"\boxed{(x+1)^{1000}}", "{" * 900, r"\boxed{5}"], "5")
         except BaseException as e:  # noqa: BLE001 - the test reports any escape
             result["error"] = repr(e)
 
@@ -383,17 +457,72 @@ def test_bounded_in_a_worker_thread_and_nothing_leaks(monkeypatch):
     thread.start()
     thread.join(30)
     assert "error" not in result, result
-    assert result["out"] == [0.0, 0.0, 1.0]
-    assert result["elapsed"] < 8.0
+    out, elapsed = result["out"]
+    assert out == [0.0, 0.0, 1.0]
+    assert elapsed < 3 * (0.5 + 1.5)
 
 
-def test_calls_ending_near_the_deadline_leave_no_pending_interrupt(monkeypatch):
-    # Deadlines around the time a comparison takes: the interrupt must never fire outside the guarded call.
-    for seconds in (0.001, 0.003, 0.01, 0.03):
+FAKE_CHECK = """
+import re
+
+
+def warm_up():
+    pass
+
+
+def verify_text(answer, solution, kind, on_gold=None):
+    if on_gold is not None:
+        on_gold(True)
+    if answer == "hang":
+        re.match(r"(a+)+$", "a" * 60 + "b")  # catastrophic backtracking: minutes inside one C call
+    return answer == solution
+"""
+
+
+def test_a_check_stuck_in_c_code_is_killed_and_replaced(tmp_path, monkeypatch):
+    """The deadline holds inside a single C call (a regex that backtracks for minutes, holding the GIL): the
+    worker is killed, a new one takes its place, and the other checks of the batch are answered."""
+    from r4b_trl.rewards import pool as pool_mod
+
+    (tmp_path / "check.py").write_text(FAKE_CHECK)  # the real worker and zygote, with a check that hangs in C
+    script = tmp_path / "_worker.py"
+    script.write_text(Path(pool_mod.WORKER).read_text())
+    monkeypatch.setattr(pool_mod, "WORKER", str(script))
+    p = pool_mod.WorkerPool(2)
+    try:
+        out = {}
+
+        def work():
+            start = time.monotonic()
+            out["first"] = p.run([["hang", "x", "math"], ["5", "5", "math"], ["6", "5", "math"]], 0.5)
+            out["elapsed"] = time.monotonic() - start
+
+        thread = threading.Thread(target=work)  # not the main thread
+        thread.start()
+        thread.join(60)
+        assert out["first"] == [(pool_mod.TIMEOUT, True), True, False]
+        assert out["elapsed"] < 0.5 + 5.0  # generous: includes starting the zygote on a loaded machine
+        assert p.kills == 1
+        pids = p.pids()
+        assert all(pid > 0 for pid in pids) and len(set(pids)) == p.size + p.spare
+        assert p.run([["7", "7", "math"], ["hang", "x", "math"]], 0.3) == [True, (pool_mod.TIMEOUT, True)]
+        assert p.kills == 2 and p.pids() != pids
+    finally:
+        p.close()
+
+
+def test_deadlines_around_the_check_time_never_mix_answers(monkeypatch):
+    """Deadlines close to how long a check takes kill workers mid-answer; no answer may land on the wrong row,
+    then or later (replaces a flaky test of the old in-thread watchdog)."""
+    pool = rewards.get_pool()
+    batch = [rf"\boxed{{x^2+{2 * i}x+{i * i}}}" for i in range(8)]
+    golds = [f"(x+{i})^2" for i in range(8)]
+    wrong = [f"(x+{i + 1})^2" for i in range(8)]
+    for seconds in (0.002, 0.01, 0.05):
         monkeypatch.setattr(rewards, "TIMEOUT_S", seconds)
-        for i in range(10):
-            out = accuracy_reward([rf"\boxed{{x^2+{2 * i}x+{i * i}}}"], [f"(x+{i})^2"])
-            assert out[0] in (None, 0.0, 1.0)
-            n, deadline = 0, time.monotonic() + 0.02
-            while time.monotonic() < deadline:
-                n += 1
+        out = accuracy_reward(batch + batch, golds + wrong)
+        assert all(r in (None, 0.0, 1.0) for r in out)
+        assert all(r != 1.0 for r in out[8:])  # a cut answer never turns into a pass
+    monkeypatch.setattr(rewards, "TIMEOUT_S", 20.0)
+    assert accuracy_reward(batch + batch, golds + wrong) == [1.0] * 8 + [0.0] * 8
+    assert pool is rewards.get_pool() and pool.kills > 0

@@ -213,7 +213,8 @@ def demo_tok(demo_model):
 
 
 def test_demo_tokenizer_think_tags_and_template(demo_tok):
-    from r4b_trl.modes import check_generation_prompt, check_think_tokens
+    from r4b_trl.modes import check_think_tokens
+    from r4b_trl.templates import check_generation_prompt
 
     check_think_tokens(demo_tok)
     check_generation_prompt(demo_tok)

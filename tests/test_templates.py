@@ -15,7 +15,8 @@ import pytest
 import trl
 from r4b_trl.chat_templates import DEFAULT_CHAT_TEMPLATE
 from r4b_trl.generation import chat_prompt_in_mode
-from r4b_trl.modes import PREFIX_MARKER, Mode, ModeError, ModePrefixes, render_prompt, with_prefix
+from r4b_trl.modes import PREFIX_MARKER, Mode, ModeError, ModePrefixes, with_prefix
+from r4b_trl.templates import render_prompt
 from r4b_trl.templates import (
     check_template,
     hook_template,

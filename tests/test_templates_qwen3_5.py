@@ -54,7 +54,7 @@ def _sft_recipe():
 def test_sft_on_qwen3_5_trains_the_whole_turn_and_saves_every_mode(qwen3_5_model, qwen3_5_processor, tmp_path):
     import torch
 
-    from r4b_trl.modes import render_prompt
+    from r4b_trl.templates import render_prompt
     from r4b_trl.sft import SFTScriptArguments, load_sft_datasets
 
     torch.set_num_threads(1)

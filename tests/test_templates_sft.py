@@ -14,7 +14,8 @@ import pytest
 from datasets import Dataset
 
 import trl
-from r4b_trl.modes import ModeError, ModePrefixes, render_prompt
+from r4b_trl.modes import ModeError, ModePrefixes
+from r4b_trl.templates import render_prompt
 
 P = ModePrefixes()
 TRL_DIR = os.path.join(os.path.dirname(trl.__file__), "chat_templates")

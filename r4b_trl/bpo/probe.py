@@ -1,23 +1,46 @@
-"""The auto-mode probe of ``BPOTrainer`` (a mixin): the gate, a greedy and a T = 1 answer per probe item.
-
-The gate of an item is P(thinking decision token | auto pre-fill), normalised over the two decision tokens
-(``r4b_trl.gate``): greedy decoding thinks iff it is above ½, so the probe reports it next to the greedy and the
-sampled think-rates. With ``use_vllm`` the answers come from the trainer's own vLLM engine (TRL's
-``VLLMGeneration``, colocate or server) right after the weight sync; the gate's forward runs on the training model.
-"""
+"""The auto-mode probe of :class:`~r4b_trl.bpo.trainer.BPOTrainer` (a mixin): every ``probe_steps`` steps, the
+policy answers the probe set in auto mode; the gate, greedy and sampled think-rates, accuracy and tokens are logged
+as ``probe/*`` and appended to ``probe_history.jsonl``; a think-rate stuck at one end raises the collapse alarm."""
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 
 import torch
 
-from ..modes import Mode, parse_response, render_prompt, with_prefix
-from .telemetry import probe_summary
+from ..modes import Mode, parse_response, with_prefix
+from ..templates import render_prompt
+from .telemetry import collapse_state, probe_summary
+
+logger = logging.getLogger(__name__)
 
 
-class AutoModeProbe:
-    """Mixin for ``BPOTrainer`` (uses its ``probe_dataset``, ``prefixes``, ``probe_history``, ``_eos_ids``)."""
+class ProbeMixin:
+    """``_maybe_probe`` (called by the trainer's callback at train begin and after every step), ``run_probe`` and the
+    vLLM path of the probe. Needs the trainer's ``probe_dataset``, ``probe_history``, ``prefixes`` and
+    ``_eos_ids``."""
+
+    def _maybe_probe(self, step: int) -> bool:
+        """Run the probe when due; return True when training should stop (collapse alarm with stop_on_collapse)."""
+        if not self.args.probe_steps or self.probe_dataset is None or step % self.args.probe_steps:
+            return False
+        if step in self.probe_history.steps():
+            return False
+        self.run_probe(step)
+        rates = [r["think_rate"] for r in sorted(self.probe_history.rows, key=lambda r: r["step"])]
+        state = collapse_state(rates, self.args.collapse_low, self.args.collapse_high, self.args.collapse_patience)
+        if state is not None:
+            logger.warning(
+                "BPO collapse alarm at step %d: the auto-mode think-rate has been %s for the last %d probes "
+                "(think-rates %s; thresholds low=%s high=%s). The model is collapsing to %s.",
+                step, "<= collapse_low" if state == "never_thinks" else ">= collapse_high",
+                self.args.collapse_patience, [round(r, 3) for r in rates[-self.args.collapse_patience:]],
+                self.args.collapse_low, self.args.collapse_high,
+                "never thinking" if state == "never_thinks" else "always thinking")
+            self._metrics["train"]["probe/collapse_alarm"].append(1.0)
+            return bool(self.args.stop_on_collapse)
+        return False
 
     def run_probe(self, step: int) -> dict | None:
         """The auto-mode probe on the probe set, in auto mode (pre-fill ``<think>`` only): per item the **gate**

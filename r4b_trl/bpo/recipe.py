@@ -6,7 +6,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from ..data.formats import QuestionColumns, to_prompt_row, validate_question_rows
+from ..data.formats import QuestionColumnOptions, to_prompt_row, validate_question_rows
 from ..data.io import load_table
 from ..errors import UsageError
 
@@ -14,21 +14,14 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class BPOScriptArguments:
-    """Dataset options for BPO. Rows are *question rows*: a question, optional image(s), a reference answer."""
+class BPOScriptArguments(QuestionColumnOptions):
+    """Dataset options for BPO. Rows are *question rows*: a question, optional image(s), a reference answer; the
+    column options come from :class:`~r4b_trl.data.formats.QuestionColumnOptions`."""
 
     dataset_name: str = field(default=None, metadata={"help": "Hub dataset id or local JSONL/Parquet file or folder."})
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset config name."})
     dataset_train_split: str = field(default="train", metadata={"help": "Training split."})
     dataset_test_split: str | None = field(default=None, metadata={"help": "Eval split (optional)."})
-    question_column: str = field(default="question", metadata={"help": "Column with the question text."})
-    answer_column: str = field(default="answer", metadata={"help": "Column with the reference answer."})
-    image_column: str | None = field(default=None, metadata={"help": "Column with image(s) (path, bytes or PIL)."})
-    kind_column: str | None = field(default=None, metadata={"help": "Column with the answer kind (math|choice|exact)."})
-    id_column: str | None = field(default=None, metadata={"help": "Column with a stable row id (default: row index)."})
-    group_column: str | None = field(default=None, metadata={"help": "Column to break probe metrics down by."})
-    system_prompt: str | None = field(default=None, metadata={"help": "Optional system message."})
-    image_base_dir: str | None = field(default=None, metadata={"help": "Base folder for relative image paths."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
     probe_dataset_name: str | None = field(default=None, metadata={"help": "Probe data (default: dataset_name)."})
     probe_split: str | None = field(default=None, metadata={"help": "Probe split; unset = no auto-mode probe."})
@@ -37,11 +30,6 @@ class BPOScriptArguments:
     peft_preset: str | None = field(default=None, metadata={"help": "LoRA/QLoRA preset from r4b_trl.peft_presets "
                                                                     "(lora_lm | lora_lm_vision | qlora_lm); "
                                                                     "overrides use_peft / load_in_4bit."})
-
-    def columns(self) -> QuestionColumns:
-        return QuestionColumns(question=self.question_column, answer=self.answer_column, image=self.image_column,
-                               kind=self.kind_column, id=self.id_column, group=self.group_column,
-                               system_prompt=self.system_prompt, image_base_dir=self.image_base_dir)
 
 
 def _split(script_args: BPOScriptArguments, name: str | None, split: str):

@@ -18,7 +18,7 @@ How the forced modes are composed (no TRL code is copied; four small overrides):
    where needed so that ``thinking_mode`` = auto/long/short reaches every mode; the hook is removed).
 
 ``train_mode_token`` (``_generate``, ``_compute_loss``, ``_get_per_token_logps_and_entropies``) lives in the
-``DecisionTokenEstimator`` mixin (``estimator.py``).
+``DecisionTokenEstimator`` mixin (``estimator.py``); the auto-mode probe in the ``ProbeMixin`` (``probe.py``).
 
 Advantages are TRL's group-relative advantages over the *combined* group of G (BPO's mixed advantage). The options
 beyond the paper (``thinking_margin``, ``advantage_grouping``, ``mode_credit``) recompute them from the gathered
@@ -30,7 +30,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from contextlib import contextmanager
 from math import gcd
 
 import torch
@@ -39,13 +38,14 @@ from trl import GRPOTrainer
 
 from ..modes import (
     Mode,
-    chat_template_of,
     decision_tokens,
     parse_response,
     with_prefix,
 )
+from ..rewards import assistant_turn
 from ..templates import (
     SWITCH_KEYS,
+    chat_template_swapped,
     hook_template,
     inference_template,
     set_chat_template,
@@ -61,8 +61,8 @@ from .checks import (  # noqa: F401  (re-exported: recipe.py and users import th
 )
 from .config import BPOConfig
 from .estimator import DEC_ADV, DEC_LOG_SHARE, DEC_THINKING, DecisionTokenEstimator
-from .probe import AutoModeProbe
-from .telemetry import ProbeHistory, RolloutDump, RolloutRecord, collapse_state, step_metrics
+from .probe import ProbeMixin
+from .telemetry import ProbeHistory, RolloutDump, RolloutRecord, step_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class _BPOCallback(TrainerCallback):
             control.should_training_stop = True
 
 
-class BPOTrainer(DecisionTokenEstimator, AutoModeProbe, GRPOTrainer):
+class BPOTrainer(DecisionTokenEstimator, ProbeMixin, GRPOTrainer):
     """GRPO with forced bi-mode groups (R-4B's BPO). See the module docstring.
 
     Args beyond ``GRPOTrainer``'s: ``probe_dataset`` — rows with a conversational ``prompt``, a ``solution``, and
@@ -168,15 +168,8 @@ class BPOTrainer(DecisionTokenEstimator, AutoModeProbe, GRPOTrainer):
             self.chat_template = hook_template(pc, self.prefixes, self.chat_template, **kwargs)
         return originals
 
-    @contextmanager
     def _without_prefix_hook(self):
-        pc = self.processing_class
-        hooked = chat_template_of(pc)
-        set_chat_template(pc, self._original_templates["saved"])
-        try:
-            yield
-        finally:
-            set_chat_template(pc, hooked)
+        return chat_template_swapped(self.processing_class, self._original_templates["saved"])
 
     def _save(self, output_dir=None, state_dict=None):
         with self._without_prefix_hook():
@@ -207,6 +200,7 @@ class BPOTrainer(DecisionTokenEstimator, AutoModeProbe, GRPOTrainer):
                 x["prompt"] = with_prefix(x["prompt"], prefix)
             x["forced_mode"] = mode.value
             x["forced_prefix"] = prefix
+            x["completions_parsed"] = self._completions_parsed()
             if "prompt_id" not in x:
                 x["prompt_id"] = stable_prompt_id(inputs[i]["prompt"])
             forced.append(x)
@@ -215,6 +209,11 @@ class BPOTrainer(DecisionTokenEstimator, AutoModeProbe, GRPOTrainer):
         output = super()._generate_and_score_completions(forced)
         self._set_advantages(output, G)
         return output
+
+    def _completions_parsed(self) -> bool:
+        """Does TRL hand rewards messages parsed by a response template (reasoning_content + content)?"""
+        tok = self._tokenizer
+        return getattr(tok, "response_template", None) is not None or getattr(tok, "response_schema", None) is not None
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         if num_generations == self._group_size():
@@ -281,9 +280,8 @@ class BPOTrainer(DecisionTokenEstimator, AutoModeProbe, GRPOTrainer):
         moved = self._moved_rows or [None] * len(inputs)
         local = []
         for x, c, ids, mv in zip(inputs, completions, completion_ids_list, moved):
-            text = c[0]["content"] if isinstance(c, list) else c
-            if isinstance(text, list):  # content blocks
-                text = "".join(b.get("text", "") for b in text if isinstance(b, dict))
+            prefix = x.get("forced_prefix", "")  # the completion as text, rebuilt from parsed messages if need be
+            text = assistant_turn(c, prefix, self.prefixes, x.get("completions_parsed"))[len(prefix):]
             mode = parse_response(x.get("forced_prefix", "") + text, self.prefixes).mode
             ntok = len(ids) - (mv[2] if mv else 0)  # generated tokens only (not the moved forced ones)
             trunc = not (len(ids) and ids[-1] in self._eos_ids)
@@ -311,6 +309,7 @@ class BPOTrainer(DecisionTokenEstimator, AutoModeProbe, GRPOTrainer):
         return rewards_per_func
 
     # ---------------------------------------------------------------------------------------------- probe
+    # (the probe itself: ProbeMixin, probe.py)
 
     def _on_train_begin(self, global_step: int) -> None:
         if self.accelerator.is_main_process:
@@ -318,24 +317,3 @@ class BPOTrainer(DecisionTokenEstimator, AutoModeProbe, GRPOTrainer):
             self.probe_history.truncate_after(global_step)
         else:
             self.probe_history.rows = [r for r in self.probe_history.rows if r["step"] <= global_step]
-
-    def _maybe_probe(self, step: int) -> bool:
-        """Run the probe when due; return True when training should stop (collapse alarm with stop_on_collapse)."""
-        if not self.args.probe_steps or self.probe_dataset is None or step % self.args.probe_steps:
-            return False
-        if step in self.probe_history.steps():
-            return False
-        self.run_probe(step)
-        rates = [r["think_rate"] for r in sorted(self.probe_history.rows, key=lambda r: r["step"])]
-        state = collapse_state(rates, self.args.collapse_low, self.args.collapse_high, self.args.collapse_patience)
-        if state is not None:
-            logger.warning(
-                "BPO collapse alarm at step %d: the auto-mode think-rate has been %s for the last %d probes "
-                "(think-rates %s; thresholds low=%s high=%s). The model is collapsing to %s.",
-                step, "<= collapse_low" if state == "never_thinks" else ">= collapse_high",
-                self.args.collapse_patience, [round(r, 3) for r in rates[-self.args.collapse_patience:]],
-                self.args.collapse_low, self.args.collapse_high,
-                "never thinking" if state == "never_thinks" else "always thinking")
-            self._metrics["train"]["probe/collapse_alarm"].append(1.0)
-            return bool(self.args.stop_on_collapse)
-        return False

@@ -9,6 +9,7 @@ TRL's conversational ``prompt`` form.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,27 @@ class QuestionColumns:
     def required(self) -> dict[str, str | None]:
         return {"question": self.question, "answer": self.answer, "image": self.image, "kind": self.kind,
                 "id": self.id, "group": self.group}
+
+
+@dataclass(kw_only=True)
+class QuestionColumnOptions:
+    """The column options of a configuration that reads question rows (``question_column``, ``answer_column``, …,
+    as YAML and command-line keys); :meth:`columns` gives them as :class:`QuestionColumns`."""
+
+    question_column: str = field(default="question", metadata={"help": "Column with the question text."})
+    answer_column: str = field(default="answer", metadata={"help": "Column with the reference answer."})
+    image_column: str | None = field(default=None, metadata={"help": "Column with image(s) (path, bytes or PIL)."})
+    kind_column: str | None = field(default=None, metadata={"help": "Column with the answer kind (math|choice|exact)."})
+    id_column: str | None = field(default=None, metadata={"help": "Column with a stable row id (default: row index)."})
+    group_column: str | None = field(default=None, metadata={"help": "Column to break metrics down by (probe, evaluation)."})
+    system_prompt: str | None = field(default=None, metadata={"help": "Optional system message."})
+    image_base_dir: str | None = field(default=None, metadata={"help": "Base folder for relative image paths."})
+
+    def columns(self, **overrides: Any) -> QuestionColumns:
+        cols = QuestionColumns(question=self.question_column, answer=self.answer_column, image=self.image_column,
+                               kind=self.kind_column, id=self.id_column, group=self.group_column,
+                               system_prompt=self.system_prompt, image_base_dir=self.image_base_dir)
+        return dataclasses.replace(cols, **overrides)
 
 
 def _blank(value: Any) -> bool:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ...modes import ModePrefixes, render_prompt
+from ...modes import ModePrefixes
+from ...templates import render_prompt
 from ..io import DataError
 from .config import CurationConfig, RoleSpec
 
