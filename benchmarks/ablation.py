@@ -289,7 +289,8 @@ def _panels(data: dict, title: str, series: list[tuple[str, str, str]], ylabel: 
             ax.plot(steps, mean, color=color, lw=lw, alpha=alpha, marker=marker, ms=5, mew=1.3)
             ends.append([steps[-1], mean[-1], label, color])
             ax.set_xlim(0, steps[-1] * 1.3)  # room for the end labels inside the panel
-        end_labels(ax, ends, *(ylim or ax.get_ylim()), gap=0.09, dx=4)  # kept apart vertically
+        lo, hi = ylim or ax.get_ylim()
+        end_labels(ax, ends, lo, hi - 0.04 * (hi - lo), gap=0.09, dx=4)  # kept apart, inside the axes
         ax.set_title(data[v]["label"], fontsize=11)
         ax.set_xlabel("RL step", fontsize=11)
         ax.grid(alpha=0.3)
