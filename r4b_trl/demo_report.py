@@ -297,6 +297,8 @@ def write_report(out: Path, stage_seconds: dict, config: dict) -> dict:
                      "summary": str(apath), "plots": [str(apath.parent / f) for f in a.get("plots", [])]}
     total = config.get("wall_seconds", sum(stage_seconds.values()) if stage_seconds else None)
     recommended = _recommended(out, spec, models)
+    if recommended and ablations and ablations.get("recommended"):
+        recommended["agrees_with_ablation"] = ablations["recommended"]["variant"] == recommended["model"]
     report = {
         "models": {k: {mode: {lv: v.get(lv) for lv in (*LEVELS, *[g for g in v if g not in LEVELS])}
                            for mode, v in s.items()} for k, s in models.items()},
