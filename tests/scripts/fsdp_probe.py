@@ -122,9 +122,13 @@ def main():
     sys.path[:0] = [str(root), str(root / "tests")]
     if kind == "sft":
         import r4b_trl.sft as sft
+        import importlib
 
-        original = sft._trainer_cls
-        sft._trainer_cls = lambda: _probed(original(), out)
+        sft_run = importlib.import_module("r4b_trl.sft.run")  # where run() looks the trainer class up (the package's
+        # own `run` attribute is the function, which shadows the submodule)
+
+        original = sft_run._trainer_cls
+        sft_run._trainer_cls = lambda: _probed(original(), out)
         from trl import ModelConfig, SFTConfig, TrlParser
 
         parser = TrlParser((sft.SFTScriptArguments, SFTConfig, ModelConfig))
