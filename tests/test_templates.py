@@ -1,6 +1,6 @@
 """The chat-template adaptation over every thinking-capable template TRL ships, every mode, with a Qwen-style BPE
-tokenizer (r4b-trl's tiny one: Qwen2's pre-tokeniser regex, "\\n" and "\\n\\n" distinct tokens; real Qwen tokenizer
-files cannot be loaded offline here).
+tokenizer (r4b-trl's tiny one: Qwen2's pre-tokeniser regex, "\\n" and "\\n\\n" distinct tokens); the same checks with
+the real Qwen vocabularies are in test_templates_real_qwen.py.
 
 Expected texts are built from facts about each template (its assistant header, and the conversation it renders
 without a generation prompt under its own switch), not from the code under test."""
